@@ -1,0 +1,57 @@
+# aln-triton: `make run` runs the main job on a fresh machine, `make test` the whole suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+# Debian packages: dicom3tools (dciodvfy, used by the tests), libopenjp2-7 (OpenJPEG for
+# region decoding of JPEG 2000 through glymur), libpython3.11 (the Triton Python-backend stub).
+SYSTEM_PACKAGES := dicom3tools libopenjp2-7 libpython3.11
+
+.PHONY: install system-deps run test lint typecheck unit bench-crop clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(MAKE) --no-print-directory system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	$(BIN)/python -c "import timm, torch, torchvision, onnxruntime, pydicom, glymur, tritonclient.grpc; print('installed: torch', torch.__version__, 'timm', timm.__version__)"
+	touch $@
+
+system-deps:
+	@missing=""; \
+	command -v dciodvfy >/dev/null || missing="$$missing dicom3tools"; \
+	ldconfig -p | grep -q 'libopenjp2.so.7' || missing="$$missing libopenjp2-7"; \
+	ldconfig -p | grep -q 'libpython3.11.so.1.0' || missing="$$missing libpython3.11"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+run: install
+	$(BIN)/aln demo $(ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# mypy sees the folders under their import names (aln.preprocessing lives in preprocessing/)
+# through a tree of symlinks, so cross-module types are checked, not treated as Any.
+TYPED_PACKAGES := preprocessing
+typecheck: install
+	@rm -rf build/typecheck && mkdir -p build/typecheck/aln
+	@ln -s $(CURDIR)/aln/__init__.py build/typecheck/aln/__init__.py
+	@for p in $(TYPED_PACKAGES); do ln -s $(CURDIR)/$$p build/typecheck/aln/$$p; done
+	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml $(addprefix -p aln.,$(TYPED_PACKAGES))
+
+test: install lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench-crop: install
+	$(BIN)/python benchmarks/crop_decode.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,55 @@
+"""The ``aln`` command line: one command, one subcommand per job.
+
+Exit status: 0 success; 1 an internal failure; 2 bad input or arguments (one line naming the
+tag or argument, the value and what is allowed); 3 the server is unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from aln import __version__
+from aln.commands import data, demo
+from aln.preprocessing.errors import PreprocessingError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+EXIT_UNREACHABLE = 3
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (each command module registers its subcommands)."""
+    parser = argparse.ArgumentParser(
+        prog="aln",
+        description="Predict axillary lymph-node status after neoadjuvant therapy from a "
+        "baseline mammogram and clinical record (Triton-served Swin V2 ensemble). "
+        "Demo weights have no clinical validity.",
+    )
+    parser.add_argument("--version", action="version", version=f"aln-triton {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (data, demo):
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except PreprocessingError as exc:
+        print(f"aln {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of ``aln``, grouped by the layer they drive; each module has ``register``."""

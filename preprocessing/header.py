@@ -1,0 +1,243 @@
+"""Read a DICOM object and check that it is a mammogram this model can use.
+
+Checks happen before any pixel is decoded, so a hostile header (a huge image, a colour object, a
+tomosynthesis volume) is refused at the cost of parsing its header only.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import pydicom
+from aln.preprocessing.errors import (
+    InvalidDicomError,
+    ResourceLimitError,
+    UnsupportedImageError,
+    tag_label,
+)
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError as PydicomInvalidDicomError
+
+MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
+MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
+DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1"
+DX_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.1"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+SECONDARY_CAPTURE_GREY_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.7.2"
+_TOMOSYNTHESIS = {
+    "1.2.840.10008.5.1.4.1.1.13.1.3": "Breast Tomosynthesis Image Storage",
+    "1.2.840.10008.5.1.4.1.1.13.1.4": "Breast Projection X-Ray Image Storage - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.13.1.5": "Breast Projection X-Ray Image Storage - For Processing",
+}
+_FOR_PROCESSING = {MG_FOR_PROCESSING, DX_FOR_PROCESSING}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits that keep a hostile file from exhausting memory or time.
+
+    Attributes:
+        max_bytes: Largest accepted encoded object, in bytes.
+        max_pixels: Largest accepted rows x columns x frames.
+    """
+
+    max_bytes: int = 128 * 1024 * 1024
+    max_pixels: int = 6000 * 6000
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """The validated facts about one mammogram, read before decoding pixels.
+
+    Attributes:
+        dataset: The parsed dataset (pixel data still encoded).
+        sop_class_uid: SOP Class UID (0008,0016).
+        transfer_syntax_uid: Transfer Syntax UID (0002,0010).
+        rows: Rows (0028,0010).
+        columns: Columns (0028,0011).
+        bits_allocated: Bits Allocated (0028,0100).
+        bits_stored: Bits Stored (0028,0101).
+        signed: Pixel Representation (0028,0103) is 1.
+        photometric: Photometric Interpretation (0028,0004).
+        manufacturer: Manufacturer (0008,0070), "" when absent.
+        secondary_capture: The object is a Secondary Capture (needs caller spacing).
+    """
+
+    dataset: Dataset
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    rows: int
+    columns: int
+    bits_allocated: int
+    bits_stored: int
+    signed: bool
+    photometric: str
+    manufacturer: str
+    secondary_capture: bool
+
+
+def _required_int(ds: Dataset, tag: int, keyword: str) -> int:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        raise InvalidDicomError(f"The {tag_label(tag)} element is missing or empty")
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidDicomError(
+            f"A {tag_label(tag)} value of '{value}' is invalid, it must be an integer"
+        ) from exc
+
+
+def parse_dicom(data: bytes, limits: Limits | None = None) -> Dataset:
+    """Parse DICOM bytes into a dataset without decoding pixels.
+
+    Args:
+        data: The encoded Part 10 file (or a raw dataset with implicit VR little endian).
+        limits: Resource limits; defaults to :class:`Limits`.
+
+    Raises:
+        ResourceLimitError: The object is larger than ``limits.max_bytes``.
+        InvalidDicomError: The bytes are not DICOM, or are truncated.
+    """
+    limits = limits or Limits()
+    if len(data) > limits.max_bytes:
+        raise ResourceLimitError(
+            f"The DICOM object is {len(data)} bytes, above the limit of {limits.max_bytes} bytes"
+        )
+    if len(data) < 132 or data[128:132] != b"DICM":
+        raise InvalidDicomError(
+            "The input is not a DICOM Part 10 file: no 'DICM' prefix at byte 128 "
+            f"({len(data)} bytes received)"
+        )
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=False)
+    except (PydicomInvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidDicomError(f"The DICOM object could not be parsed: {exc}") from exc
+    if "TransferSyntaxUID" not in ds.file_meta:
+        raise InvalidDicomError(
+            f"The {tag_label(0x00020010)} element is missing from the file meta information"
+        )
+    return ds
+
+
+def read_header(
+    data: bytes, limits: Limits | None = None, *, allow_secondary_capture: bool = False
+) -> ImageHeader:
+    """Parse and validate a mammogram's header.
+
+    Accepts Digital Mammography X-Ray Image Storage - For Presentation, DX For Presentation of
+    the breast, and (only when ``allow_secondary_capture``) Secondary Capture. Refuses For
+    Processing, tomosynthesis and breast projection objects, colour, multi-frame and malformed
+    pixel descriptions, each with the reason.
+
+    Args:
+        data: The encoded DICOM object.
+        limits: Resource limits; defaults to :class:`Limits`.
+        allow_secondary_capture: Accept Secondary Capture (the caller supplies the spacing).
+
+    Raises:
+        InvalidDicomError: Unreadable, truncated, or a required attribute is missing/malformed.
+        UnsupportedImageError: A valid object this model cannot use.
+        ResourceLimitError: Beyond ``limits``.
+    """
+    limits = limits or Limits()
+    ds = parse_dicom(data, limits)
+    sop = str(ds.get("SOPClassUID", ds.file_meta.get("MediaStorageSOPClassUID", "")))
+    _check_sop_class(ds, sop, allow_secondary_capture)
+    if "PixelData" not in ds:
+        raise InvalidDicomError(f"The {tag_label(0x7FE00010)} element is missing")
+
+    rows = _required_int(ds, 0x00280010, "Rows")
+    columns = _required_int(ds, 0x00280011, "Columns")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if rows < 1 or columns < 1:
+        raise InvalidDicomError(
+            f"The image is {rows} x {columns} pixels, it must be at least 1 x 1"
+        )
+    if rows * columns * frames > limits.max_pixels:
+        raise ResourceLimitError(
+            f"The image is {rows} x {columns} x {frames} (rows x columns x frames) = "
+            f"{rows * columns * frames} pixels, above the limit of {limits.max_pixels}"
+        )
+    if frames != 1:
+        raise UnsupportedImageError(
+            f"A {tag_label(0x00280008)} value of '{frames}' is not supported, "
+            "only single-frame images are"
+        )
+    samples = _required_int(ds, 0x00280002, "SamplesPerPixel")
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise UnsupportedImageError(
+            f"A {tag_label(0x00280004)} value of '{photometric}' "
+            f"with {samples} sample(s) per pixel is not supported, it must be MONOCHROME1 or "
+            "MONOCHROME2 with 1 sample per pixel"
+        )
+    bits_allocated = _required_int(ds, 0x00280100, "BitsAllocated")
+    if bits_allocated not in (8, 16):
+        raise InvalidDicomError(
+            f"A {tag_label(0x00280100)} value of '{bits_allocated}' is not "
+            "supported, it must be 8 or 16"
+        )
+    bits_stored = _required_int(ds, 0x00280101, "BitsStored")
+    if not 1 <= bits_stored <= bits_allocated:
+        raise InvalidDicomError(
+            f"A {tag_label(0x00280101)} value of '{bits_stored}' is invalid, it "
+            f"must be in the range (1, {bits_allocated})"
+        )
+    representation = int(ds.get("PixelRepresentation", 0) or 0)
+    if representation not in (0, 1):
+        raise InvalidDicomError(
+            f"A {tag_label(0x00280103)} value of '{representation}' is invalid, it must be 0 or 1"
+        )
+    return ImageHeader(
+        dataset=ds,
+        sop_class_uid=sop,
+        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+        rows=rows,
+        columns=columns,
+        bits_allocated=bits_allocated,
+        bits_stored=bits_stored,
+        signed=representation == 1,
+        photometric=photometric,
+        manufacturer=str(ds.get("Manufacturer", "") or ""),
+        secondary_capture=sop in (SECONDARY_CAPTURE, SECONDARY_CAPTURE_GREY_MULTIFRAME),
+    )
+
+
+def _check_sop_class(ds: Dataset, sop: str, allow_secondary_capture: bool) -> None:
+    label = tag_label(0x00080016)
+    if sop in _TOMOSYNTHESIS:
+        raise UnsupportedImageError(
+            f"A {label} value of '{sop}' ({_TOMOSYNTHESIS[sop]}) is not supported: the model "
+            "takes 2D full-field mammograms (Digital Mammography X-Ray Image - For Presentation)"
+        )
+    intent = str(ds.get("PresentationIntentType", "")).strip().upper()
+    if sop in _FOR_PROCESSING or intent == "FOR PROCESSING":
+        raise UnsupportedImageError(
+            f"The object is 'FOR PROCESSING' (raw detector data; {label} '{sop}', "
+            f"{tag_label(0x00080068)} '{intent}'): the model was trained "
+            "on 'FOR PRESENTATION' images; send the processed image from the archive"
+        )
+    if sop == MG_FOR_PRESENTATION:
+        return
+    if sop == DX_FOR_PRESENTATION:
+        body_part = str(ds.get("BodyPartExamined", "")).strip().upper()
+        if body_part != "BREAST":
+            raise UnsupportedImageError(
+                f"A DX For Presentation object is accepted only of the breast, but "
+                f"{tag_label(0x00180015)} is '{body_part}'"
+            )
+        return
+    if sop in (SECONDARY_CAPTURE, SECONDARY_CAPTURE_GREY_MULTIFRAME):
+        if allow_secondary_capture:
+            return
+        raise UnsupportedImageError(
+            f"A {label} value of '{sop}' (Secondary Capture) has no reliable pixel spacing; it is "
+            "accepted only with an explicit spacing from the caller (spacing_mm)"
+        )
+    raise UnsupportedImageError(
+        f"A {label} value of '{sop}' is not supported, it must be Digital Mammography X-Ray "
+        f"Image Storage - For Presentation ({MG_FOR_PRESENTATION}) or DX For Presentation "
+        f"({DX_FOR_PRESENTATION}) of the breast"
+    )

@@ -1,0 +1,212 @@
+"""End-to-end preprocessing on synthetic DICOMs: region decode, orientation, vendor geometry."""
+
+import io
+import json
+
+import numpy as np
+import pydicom
+import pytest
+from aln.preprocessing import (
+    ClinicalSchema,
+    CropSpec,
+    ImageOptions,
+    OrientationError,
+    Region,
+    SpacingError,
+    StudyInput,
+    preprocess_image,
+    preprocess_study,
+)
+from aln.preprocessing.errors import InvalidDicomError
+from aln.preprocessing.synth import TRANSFER_SYNTAXES
+
+
+@pytest.mark.parametrize("transfer_syntax", TRANSFER_SYNTAXES)
+def test_region_decode_equals_crop_of_full_decode(make_case, transfer_syntax):
+    case = make_case("hologic", transfer_syntax, seed=2)
+    region = Region(*case.lesion_centre)
+    fast = preprocess_image(case.dicom, region)
+    full = preprocess_image(case.dicom, region, strategy="full")
+    np.testing.assert_array_equal(fast.grey, full.grey)
+    assert fast.provenance == full.provenance
+    assert fast.provenance.transfer_syntax == transfer_syntax
+
+
+def test_lossless_syntaxes_decode_identically(make_case):
+    reference = preprocess_image(make_case("ge", "explicit", seed=3).dicom, Region(300, 400))
+    for syntax in ("implicit", "jpeg2000", "htj2k", "jpegls", "rle"):
+        other = preprocess_image(make_case("ge", syntax, seed=3).dicom, Region(300, 400))
+        np.testing.assert_array_equal(other.grey, reference.grey, err_msg=syntax)
+
+
+def test_padded_crop_near_the_edge(make_case):
+    case = make_case("ge", "jpeg2000", seed=4)
+    fast = preprocess_image(case.dicom, Region(5, 5))
+    full = preprocess_image(case.dicom, Region(5, 5), strategy="full")
+    assert fast.provenance.padded
+    np.testing.assert_array_equal(fast.grey, full.grey)
+
+
+def test_left_and_right_breasts_normalise_to_the_same_crop(make_case):
+    left = make_case("hologic", "explicit", seed=5, laterality="L", view="CC")
+    right = make_case("hologic", "explicit", seed=5, laterality="R", view="CC")
+    a = preprocess_image(left.dicom, Region(*left.lesion_centre))
+    b = preprocess_image(right.dicom, Region(*right.lesion_centre))
+    assert not a.provenance.flipped and b.provenance.flipped
+    assert right.lesion_centre[0] == pytest.approx(760 - left.lesion_centre[0])
+    np.testing.assert_allclose(a.grey, b.grey, atol=1e-6)
+
+
+def test_monochrome1_matches_monochrome2(make_case):
+    mono2 = make_case("siemens", "explicit", seed=6, monochrome1=False)
+    mono1 = make_case("siemens", "explicit", seed=6, monochrome1=True)
+    a = preprocess_image(mono2.dicom, Region(*mono2.lesion_centre))
+    b = preprocess_image(mono1.dicom, Region(*mono1.lesion_centre))
+    np.testing.assert_allclose(a.grey, b.grey, atol=2e-3)
+
+
+@pytest.mark.parametrize("vendor", ["ge", "hologic", "siemens", "fuji"])
+def test_crop_is_50_mm_at_the_breast_for_every_vendor(make_case, vendor):
+    case = make_case(vendor, "explicit", seed=7)
+    result = preprocess_image(case.dicom, Region(*case.lesion_centre))
+    assert result.provenance.spacing_mm == pytest.approx(case.spacing_mm, rel=1e-5)
+    assert result.provenance.crop_size_mm == pytest.approx(50.0, abs=case.spacing_mm)
+    expected_source = "calibrated" if vendor == "fuji" else "imager_ermf"
+    assert result.provenance.spacing_source == expected_source
+
+
+def test_lesion_of_known_size_appears_at_known_scale():
+    """A 20 mm lesion spans the same crop width on every vendor (5 cm crops are physical).
+
+    The same seed draws the same breast and lesion in millimetres; subtracting the image drawn
+    with a vanishing lesion isolates the lesion from the texture.
+    """
+    from aln.preprocessing.synth import synth_case
+
+    widths = {}
+    for vendor in ("ge", "hologic", "fuji"):
+        crops = []
+        for diameter in (20.0, 0.01):
+            case = synth_case(
+                np.random.default_rng(8),
+                vendor,
+                "explicit",
+                shape=(1600, 1400),
+                laterality="L",
+                view="CC",
+                diameter_mm=diameter,
+                monochrome1=False,
+            )
+            crops.append(preprocess_image(case.dicom, Region(*case.lesion_centre)).grey)
+        lesion = (crops[0] - crops[1])[128] > 0.02
+        widths[vendor] = int(lesion.sum())
+    # Using Imager Pixel Spacing without ERMF on Hologic would shift its width by 7% (~11 px).
+    assert max(widths.values()) - min(widths.values()) <= 6, widths
+    # 20 mm of a 50 mm crop is 102 px; the drawn mass reaches 1.2 radii, spicules 1.35 more
+    assert all(95 <= w <= 170 for w in widths.values()), widths
+
+
+def test_secondary_capture_with_caller_spacing(make_case):
+    film = make_case("film", "explicit", seed=9)
+    with pytest.raises(Exception, match="Secondary Capture"):
+        preprocess_image(film.dicom, Region(*film.lesion_centre))
+    result = preprocess_image(
+        film.dicom, Region(*film.lesion_centre), options=ImageOptions(spacing_mm=0.045)
+    )
+    assert result.provenance.spacing_source == "caller"
+
+
+def _edit(case, **changes) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(case.dicom))
+    for keyword, value in changes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_missing_laterality_needs_override(hologic_case):
+    data = _edit(hologic_case, ImageLaterality=None)
+    with pytest.raises(OrientationError, match="No laterality"):
+        preprocess_image(data, Region(300, 300))
+    assert (
+        preprocess_image(
+            data, Region(300, 300), options=ImageOptions(laterality="L")
+        ).provenance.laterality
+        == "L"
+    )
+
+
+def test_no_usable_spacing(hologic_case):
+    data = _edit(hologic_case, ImagerPixelSpacing=None)
+    with pytest.raises(SpacingError, match="both absent"):
+        preprocess_image(data, Region(300, 300))
+    assert (
+        preprocess_image(
+            data, Region(300, 300), options=ImageOptions(spacing_mm=0.07)
+        ).provenance.spacing_source
+        == "caller"
+    )
+
+
+def test_wrong_sized_pixel_data(hologic_case):
+    ds = pydicom.dcmread(io.BytesIO(hologic_case.dicom))
+    ds.PixelData = ds.PixelData[:1000]
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    with pytest.raises(
+        InvalidDicomError, match="holds 1000 bytes but 900 x 760 pixels of 16 bits need 1368000"
+    ):
+        preprocess_image(out.getvalue(), Region(300, 300))
+
+
+def test_corrupt_jpeg2000_stream(make_case):
+    case = make_case("hologic", "jpeg2000", seed=2)
+    data = bytearray(case.dicom)
+    start = data.index(b"\xff\x4f\xff\x51")  # SOC + SIZ: break the image header
+    data[start + 4 : start + 40] = b"\xff" * 36
+    for strategy in ("region", "full"):
+        with pytest.raises(InvalidDicomError, match="could not be decoded"):
+            preprocess_image(bytes(data), Region(*case.lesion_centre), strategy=strategy)
+
+
+def test_study_with_and_without_auxiliary(hologic_case):
+    schema = ClinicalSchema.load()
+    primary = StudyInput(hologic_case.dicom, Region(*hologic_case.lesion_centre))
+    alone = preprocess_study(primary, json.dumps(hologic_case.clinical), schema)
+    assert alone.auxiliary_present[0] == 0 and not alone.auxiliary_image.any()
+    assert alone.provenance["auxiliary"] is None
+    aux = StudyInput(
+        hologic_case.dicom, Region(*hologic_case.auxiliary_centre, hologic_case.auxiliary_bbox)
+    )
+    both = preprocess_study(primary, hologic_case.clinical, schema, CropSpec(), aux)
+    assert both.auxiliary_present[0] == 1 and both.auxiliary_image.shape == (3, 256, 256)
+    np.testing.assert_array_equal(both.primary_image, alone.primary_image)
+    provenance = json.loads(both.provenance_json())
+    assert set(provenance["primary"]) >= {
+        "spacing_mm",
+        "spacing_source",
+        "crop_box",
+        "padded",
+        "laterality",
+        "view",
+        "flipped",
+        "manufacturer",
+        "transfer_syntax",
+    }
+    assert provenance["preprocessing_version"]
+
+
+def test_provenance_carries_no_patient_identifiers(hologic_case):
+    schema = ClinicalSchema.load()
+    study = preprocess_study(
+        StudyInput(hologic_case.dicom, Region(*hologic_case.lesion_centre)),
+        hologic_case.clinical,
+        schema,
+    )
+    text = study.provenance_json().decode()
+    for value in hologic_case.extra["patient"].values():
+        assert value not in text
