@@ -11,7 +11,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from aln import __version__
-from aln.commands import data, demo
+from aln.commands import data, demo, modelling
+from aln.model.errors import ModelError
 from aln.preprocessing.errors import PreprocessingError
 
 EXIT_OK = 0
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"aln-triton {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, demo):
+    for module in (data, modelling, demo):
         module.register(commands)
     return parser
 
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
-    except PreprocessingError as exc:
+    except (PreprocessingError, ModelError) as exc:
         print(f"aln {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine, machine_slug  # noqa: E402
-
-from aln.preprocessing import Region, preprocess_image  # noqa: E402
-from aln.preprocessing.synth import TRANSFER_SYNTAXES, synth_case  # noqa: E402
+from aln.preprocessing import Region, preprocess_image
+from aln.preprocessing.synth import TRANSFER_SYNTAXES, synth_case
+from machine import describe_machine, machine_slug
 
 
 def main() -> int:
@@ -35,8 +34,9 @@ def main() -> int:
     machine = describe_machine()
     rows = []
     for syntax in args.syntaxes.split(","):
-        case = synth_case(np.random.default_rng(0), "hologic", syntax, laterality="L", view="CC",
-                          diameter_mm=20.0)
+        case = synth_case(
+            np.random.default_rng(0), "hologic", syntax, laterality="L", view="CC", diameter_mm=20.0
+        )
         region = Region(*case.lesion_centre)
         times: dict[str, list[float]] = {"region": [], "full": []}
         results = {}
@@ -47,19 +47,35 @@ def main() -> int:
                 times[strategy].append((time.perf_counter() - start) * 1000)
         identical = bool(np.array_equal(results["region"].grey, results["full"].grey))
         region_ms, full_ms = (statistics.median(times[k]) for k in ("region", "full"))
-        rows.append({
-            "transfer_syntax": syntax, "encoded_mb": round(len(case.dicom) / 2**20, 2),
-            "region_ms": round(region_ms, 1), "full_ms": round(full_ms, 1),
-            "speedup": round(full_ms / region_ms, 2), "identical": identical,
-            "crop_px": results["region"].provenance.crop_box[2] - results["region"].provenance.crop_box[0],
-        })
-        print(f"{syntax:>15}: region {region_ms:7.1f} ms  full {full_ms:7.1f} ms  "
-              f"x{full_ms / region_ms:5.2f}  identical={identical}", flush=True)
+        rows.append(
+            {
+                "transfer_syntax": syntax,
+                "encoded_mb": round(len(case.dicom) / 2**20, 2),
+                "region_ms": round(region_ms, 1),
+                "full_ms": round(full_ms, 1),
+                "speedup": round(full_ms / region_ms, 2),
+                "identical": identical,
+                "crop_px": results["region"].provenance.crop_box[2]
+                - results["region"].provenance.crop_box[0],
+            }
+        )
+        print(
+            f"{syntax:>15}: region {region_ms:7.1f} ms  full {full_ms:7.1f} ms  "
+            f"x{full_ms / region_ms:5.2f}  identical={identical}",
+            flush=True,
+        )
 
-    report = {"benchmark": "crop_decode", "image": "4096x3328 12-bit, Hologic geometry, 50 mm crop",
-              "repeats": args.repeats, "statistic": "median ms of preprocess_image",
-              "machine": machine, "results": rows}
-    out = args.out or Path(__file__).parent / "results" / f"crop_decode-{machine_slug(machine)}.json"
+    report = {
+        "benchmark": "crop_decode",
+        "image": "4096x3328 12-bit, Hologic geometry, 50 mm crop",
+        "repeats": args.repeats,
+        "statistic": "median ms of preprocess_image",
+        "machine": machine,
+        "results": rows,
+    }
+    out = (
+        args.out or Path(__file__).parent / "results" / f"crop_decode-{machine_slug(machine)}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"machine: {machine['cpu']} ({machine['cores']} cores); wrote {out}")

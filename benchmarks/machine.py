@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -23,13 +24,21 @@ def describe_machine() -> dict[str, Any]:
         match = re.search(r"MemTotal:\s*(\d+) kB", meminfo.read_text())
         memory_gib = round(int(match.group(1)) / 2**20, 1) if match else None
     gpu = None
-    try:
-        gpu = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, check=True, timeout=10,
-        ).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        pass
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        gpu = (
+            subprocess.run(
+                [
+                    "nvidia-smi",
+                    "--query-gpu=name,memory.total,driver_version",
+                    "--format=csv,noheader",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=10,
+            ).stdout.strip()
+            or None
+        )
     return {
         "cpu": cpu,
         "cores": len(os.sched_getaffinity(0)),

@@ -183,8 +183,8 @@ class StudyTensors:
         auxiliary_image: float32 (3, S, S); zeros when absent.
         auxiliary_present: float32 (1,); 1.0 when an auxiliary region was given.
         clinical_vector: float32 (clinical width,).
-        provenance: JSON-ready dict: ``preprocessing_version``, ``primary`` and ``auxiliary``
-            image provenance.
+        provenance: JSON-ready dict: ``model``, ``preprocessing_version``, ``clinical_schema``,
+            ``primary`` and ``auxiliary`` image provenance.
     """
 
     primary_image: npt.NDArray[np.float32]
@@ -207,6 +207,7 @@ def preprocess_study(
     *,
     limits: Limits | None = None,
     strategy: DecodeStrategy = "region",
+    model_info: dict[str, str] | None = None,
 ) -> StudyTensors:
     """Preprocess a study: primary crop, optional auxiliary crop, encoded clinical record.
 
@@ -218,6 +219,7 @@ def preprocess_study(
         auxiliary: Optional auxiliary region image.
         limits: Resource limits.
         strategy: Decode strategy (see :func:`preprocess_image`).
+        model_info: Model name, version and weights digest to record in the provenance.
 
     Raises:
         PreprocessingError: Any subclass, naming the input at fault.
@@ -228,6 +230,7 @@ def preprocess_study(
     )
     size = first.grey.shape[0]
     provenance: dict[str, Any] = {
+        "model": model_info,
         "preprocessing_version": contract.PREPROCESSING_VERSION,
         "clinical_schema": f"{schema.name}@{schema.version}",
         "primary": asdict(first.provenance),

@@ -28,3 +28,19 @@ def make_case():
 @pytest.fixture(scope="session")
 def hologic_case(make_case):
     return make_case("hologic", "explicit", seed=1, laterality="L", view="CC", diameter_mm=15.0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip tests marked ``gpu`` where no CUDA GPU is visible (they run on GPU machines)."""
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = False
+    if has_gpu:
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (and TensorRT where stated)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

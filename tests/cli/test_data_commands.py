@@ -10,13 +10,29 @@ import pytest
 
 
 def aln(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "aln", *args], capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "aln", *args], capture_output=True, text=True, check=False
+    )
 
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth")
-    result = aln("synth", "--out", str(out), "--n", "2", "--seed", "4", "--vendor", "ge", "--transfer-syntax", "jpeg2000", "--shape", "800x640")
+    result = aln(
+        "synth",
+        "--out",
+        str(out),
+        "--n",
+        "2",
+        "--seed",
+        "4",
+        "--vendor",
+        "ge",
+        "--transfer-syntax",
+        "jpeg2000",
+        "--shape",
+        "800x640",
+    )
     assert result.returncode == 0, result.stderr
     return out, list(csv.DictReader((out / "manifest.csv").open()))
 
@@ -25,11 +41,27 @@ def test_preprocess_json_and_outputs(cohort, tmp_path):
     out, rows = cohort
     row = rows[0]
     png, npy = tmp_path / "crop.png", tmp_path / "crop.npy"
-    result = aln("preprocess", str(out / row["file"]), "--lesion", row["lesion_x"], row["lesion_y"], "--json", "--out", str(png), "--npy", str(npy))
+    result = aln(
+        "preprocess",
+        str(out / row["file"]),
+        "--lesion",
+        row["lesion_x"],
+        row["lesion_y"],
+        "--json",
+        "--out",
+        str(png),
+        "--npy",
+        str(npy),
+    )
     assert result.returncode == 0, result.stderr
     provenance = json.loads(result.stdout)
-    assert provenance["spacing_source"] == "imager_ermf" and provenance["spacing_mm"] == pytest.approx(0.0941)
-    assert provenance["transfer_syntax"] == "jpeg2000" and provenance["laterality"] == row["laterality"]
+    assert provenance["spacing_source"] == "imager_ermf" and provenance[
+        "spacing_mm"
+    ] == pytest.approx(0.0941)
+    assert (
+        provenance["transfer_syntax"] == "jpeg2000"
+        and provenance["laterality"] == row["laterality"]
+    )
     assert png.stat().st_size > 1000
     assert np.load(npy).shape == (3, 256, 256)
 

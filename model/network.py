@@ -1,0 +1,106 @@
+"""The full network: primary and auxiliary backbones and the clinical-fusion head."""
+
+from __future__ import annotations
+
+import torch
+from aln.model.backbones import backbone_spec, create_backbone
+from torch import nn
+
+
+class FusionHead(nn.Module):
+    """MLP over ``[primary embedding, auxiliary embedding x present, present, clinical vector]``.
+
+    The auxiliary embedding is multiplied by the present flag, so a study without an auxiliary
+    image contributes exactly zeros from that branch whatever image was fed to it.
+
+    Args:
+        embedding_dim: Width of each backbone embedding.
+        clinical_dim: Width of the encoded clinical vector (0 to disable the clinical branch).
+        hidden_dim: Width of the hidden layer.
+        dropout: Dropout before the output layer (training only).
+    """
+
+    def __init__(
+        self, embedding_dim: int, clinical_dim: int, hidden_dim: int = 256, dropout: float = 0.2
+    ) -> None:
+        super().__init__()
+        self.embedding_dim = embedding_dim
+        self.clinical_dim = clinical_dim
+        self.hidden_dim = hidden_dim
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(2 * embedding_dim + 1 + clinical_dim),
+            nn.Linear(2 * embedding_dim + 1 + clinical_dim, hidden_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, 1),
+        )
+
+    def forward(
+        self,
+        primary_embedding: torch.Tensor,
+        auxiliary_embedding: torch.Tensor,
+        auxiliary_present: torch.Tensor,
+        clinical_vector: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fuse the branches.
+
+        Args:
+            primary_embedding: float32 (N, D).
+            auxiliary_embedding: float32 (N, D).
+            auxiliary_present: float32 (N, 1), 1.0 or 0.0.
+            clinical_vector: float32 (N, C).
+
+        Returns:
+            ``(logit, probability)``, each float32 (N, 1).
+        """
+        features = torch.cat(
+            [
+                primary_embedding,
+                auxiliary_embedding * auxiliary_present,
+                auxiliary_present,
+                clinical_vector,
+            ],
+            dim=1,
+        )
+        logit = self.mlp(features)
+        return logit, torch.sigmoid(logit)
+
+
+class AlnNet(nn.Module):
+    """Primary-lesion backbone + auxiliary-region backbone (separate weights) + fusion head.
+
+    Args:
+        backbone: Backbone name (both branches use the same architecture).
+        clinical_dim: Width of the clinical vector.
+        hidden_dim: Fusion hidden width.
+    """
+
+    def __init__(self, backbone: str, clinical_dim: int, hidden_dim: int = 256) -> None:
+        super().__init__()
+        self.backbone_name = backbone
+        dim = backbone_spec(backbone).embedding_dim
+        self.backbone_primary = create_backbone(backbone)
+        self.backbone_auxiliary = create_backbone(backbone)
+        self.fusion_head = FusionHead(dim, clinical_dim, hidden_dim)
+
+    def forward(
+        self,
+        primary_image: torch.Tensor,
+        auxiliary_image: torch.Tensor,
+        auxiliary_present: torch.Tensor,
+        clinical_vector: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predict from preprocessed tensors.
+
+        Args:
+            primary_image: float32 (N, 3, 256, 256).
+            auxiliary_image: float32 (N, 3, 256, 256), zeros when absent.
+            auxiliary_present: float32 (N, 1).
+            clinical_vector: float32 (N, C).
+
+        Returns:
+            ``(logit, probability)``, each float32 (N, 1).
+        """
+        primary = self.backbone_primary(primary_image)
+        auxiliary = self.backbone_auxiliary(auxiliary_image)
+        return self.fusion_head(primary, auxiliary, auxiliary_present, clinical_vector)

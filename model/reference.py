@@ -1,0 +1,87 @@
+"""The in-process reference predictor: DICOM(s) + regions + clinical record -> probability.
+
+Uses exactly the preprocessing the server uses and the torch model; the served ensemble is
+checked against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from aln.model.checkpoint import Manifest, load_checkpoint, model_info
+from aln.model.network import AlnNet
+from aln.preprocessing.pipeline import StudyInput, StudyTensors, preprocess_study
+
+
+@dataclass(frozen=True)
+class ReferenceResult:
+    """One prediction made in process.
+
+    Attributes:
+        probability: P(axillary nodes positive after NAT).
+        logit: The fusion head's logit.
+        provenance: As served (model, preprocessing version, per-image provenance).
+        tensors: The preprocessed inputs (for parity checks).
+    """
+
+    probability: float
+    logit: float
+    provenance: dict[str, Any]
+    tensors: StudyTensors
+
+
+class ReferencePredictor:
+    """Load a checkpoint once; predict studies one at a time in this process.
+
+    Args:
+        checkpoint: Checkpoint folder.
+    """
+
+    def __init__(self, checkpoint: Path) -> None:
+        self.net: AlnNet
+        self.net, self.manifest = load_checkpoint(Path(checkpoint))
+        self.manifest: Manifest
+        self.schema = self.manifest.schema
+        self.crop = self.manifest.crop_spec
+        self.model_info = model_info(self.manifest)
+
+    def preprocess(
+        self,
+        primary: StudyInput,
+        clinical: bytes | str | dict[str, Any],
+        auxiliary: StudyInput | None = None,
+    ) -> StudyTensors:
+        """Preprocess a study with this checkpoint's crop spec and clinical schema."""
+        return preprocess_study(
+            primary, clinical, self.schema, self.crop, auxiliary, model_info=self.model_info
+        )
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        primary: StudyInput,
+        clinical: bytes | str | dict[str, Any],
+        auxiliary: StudyInput | None = None,
+    ) -> ReferenceResult:
+        """Predict one study.
+
+        Raises:
+            PreprocessingError: Bad DICOM, region or clinical record (naming the cause).
+        """
+        tensors = self.preprocess(primary, clinical, auxiliary)
+        logit, probability = self.net(
+            torch.from_numpy(tensors.primary_image[None]),
+            torch.from_numpy(tensors.auxiliary_image[None]),
+            torch.from_numpy(tensors.auxiliary_present[None]),
+            torch.from_numpy(tensors.clinical_vector[None]),
+        )
+        return ReferenceResult(
+            probability=float(np.float32(probability.item())),
+            logit=float(np.float32(logit.item())),
+            provenance=tensors.provenance,
+            tensors=tensors,
+        )

@@ -1,0 +1,99 @@
+import json
+
+import onnx
+import pytest
+from aln.export.pipeline import REPORT_FILE, export_checkpoint, graph_paths
+from aln.export.tensorrt import TensorRTUnavailableError
+from aln.model.checkpoint import new_demo_checkpoint
+from aln.model.errors import CheckpointError, ModelError
+from aln.preprocessing import contract
+
+FAST = ["efficientnet_b0", "swinv2_tiny_window8_256", "resnet50"]
+SLOW = ["swinv2_small_window8_256", "swinv2_base_window8_256"]
+
+
+def _export(tmp_path, backbone):
+    ckpt = tmp_path / "ckpt"
+    new_demo_checkpoint(ckpt, backbone, seed=1)
+    return ckpt, export_checkpoint(ckpt, tmp_path / "export")
+
+
+@pytest.mark.parametrize("backbone", FAST + [pytest.param(b, marks=pytest.mark.slow) for b in SLOW])
+def test_every_backbone_exports_and_passes_parity(tmp_path, backbone):
+    _, report = _export(tmp_path, backbone)
+    assert report["parity"]["passed"] and report["opset"] >= 17
+    results = report["parity"]["results"]
+    assert {r["batch"] for r in results} == {1, 8}
+    assert all(r["max_abs_diff"] <= 1e-4 for r in results)
+    assert json.loads((tmp_path / "export" / REPORT_FILE).read_text()) == report
+
+
+def test_graphs_follow_the_contract(tmp_path):
+    _export(tmp_path, "efficientnet_b0")
+    paths = graph_paths(tmp_path / "export")
+    backbone = onnx.load(str(paths[contract.BACKBONE_PRIMARY]), load_external_data=False)
+    (inp,) = backbone.graph.input
+    assert inp.name == contract.BACKBONE_INPUT.name
+    dims = [d.dim_value or d.dim_param for d in inp.type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, 256, 256]  # fixed 256x256, dynamic batch only
+    assert [o.name for o in backbone.graph.output] == [contract.BACKBONE_OUTPUT.name]
+    assert max(o.version for o in backbone.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    fusion = onnx.load(str(paths[contract.FUSION_HEAD]))
+    assert [i.name for i in fusion.graph.input] == [t.name for t in contract.FUSION_INPUTS]
+    assert [o.name for o in fusion.graph.output] == [t.name for t in contract.FUSION_OUTPUTS]
+
+
+def test_bad_checkpoint_writes_nothing(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    new_demo_checkpoint(ckpt, "efficientnet_b0")
+    (ckpt / "weights.safetensors").write_bytes(b"corrupt")
+    with pytest.raises(CheckpointError):
+        export_checkpoint(ckpt, tmp_path / "export")
+    assert not (tmp_path / "export").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_parity_failure_writes_nothing(tmp_path, monkeypatch):
+    import aln.export.pipeline as pipeline
+    from aln.export.parity import ParityResult
+
+    ckpt = tmp_path / "ckpt"
+    new_demo_checkpoint(ckpt, "efficientnet_b0")
+    monkeypatch.setattr(
+        pipeline,
+        "check_parity",
+        lambda net, graphs: [ParityResult("backbone_primary", "embedding", 8, 0.5, 1e-4)],
+    )
+    with pytest.raises(
+        pipeline.ParityError, match="backbone_primary.embedding at batch 8: max abs diff 5.00e-01"
+    ):
+        export_checkpoint(ckpt, tmp_path / "export")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_invalid_options(tmp_path):
+    with pytest.raises(ModelError, match="precision 'fp16' is a TensorRT build option"):
+        export_checkpoint(tmp_path, tmp_path / "out", "onnx", "fp16")
+    with pytest.raises(ModelError, match="format of 'tflite'"):
+        export_checkpoint(tmp_path, tmp_path / "out", "tflite")
+
+
+def test_tensorrt_without_gpu_says_so(tmp_path):
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(TensorRTUnavailableError, match="TensorRT is not installed|No CUDA GPU"):
+        export_checkpoint(tmp_path, tmp_path / "out", "tensorrt", "fp16")
+
+
+@pytest.mark.gpu
+def test_tensorrt_fp16_parity(tmp_path):
+    pytest.importorskip("tensorrt")
+    ckpt = tmp_path / "ckpt"
+    new_demo_checkpoint(ckpt, "swinv2_tiny_window8_256")
+    report = export_checkpoint(ckpt, tmp_path / "export", "tensorrt", "fp16", max_batch=32)
+    for plan in report["plans"]:
+        assert (tmp_path / "export" / plan["onnx"]).with_suffix(".plan").stat().st_size > 0
+        assert plan["build_environment"]["tensorrt_version"] and plan["precision"] == "fp16"

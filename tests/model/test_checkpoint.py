@@ -1,0 +1,116 @@
+import json
+import shutil
+
+import pytest
+import torch
+from aln.model.checkpoint import load_checkpoint, new_demo_checkpoint, read_manifest
+from aln.model.errors import CheckpointError, ModelError
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt") / "demo"
+    new_demo_checkpoint(out, "efficientnet_b0", seed=3)
+    return out
+
+
+def _copy(demo, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(demo, target)
+    return target
+
+
+def test_demo_checkpoint_round_trip_and_is_marked(demo):
+    _net, manifest = load_checkpoint(demo)
+    assert (
+        manifest.training["status"] == "untrained demo"
+        and "none" in manifest.training["clinical_validity"]
+    )
+    assert manifest.backbone == "efficientnet_b0" and manifest.embedding_dim == 1280
+    assert manifest.clinical_dim == manifest.schema.width == 40
+    assert manifest.crop == {
+        "method": "fixed_mm",
+        "size_mm": 50.0,
+        "size_px": 512,
+        "margin_mm": 5.0,
+        "output_size": 256,
+    }
+    assert len(manifest.weights_sha256) == 64
+    again = new_demo_checkpoint(demo.parent / "again", "efficientnet_b0", seed=3)
+    assert again.weights_sha256 == manifest.weights_sha256  # seeded
+
+
+def test_missing_weights_file(demo, tmp_path):
+    target = _copy(demo, tmp_path)
+    (target / "weights.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="has no weights.safetensors"):
+        load_checkpoint(target)
+
+
+def test_wrong_digest(demo, tmp_path):
+    target = _copy(demo, tmp_path)
+    data = bytearray((target / "weights.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (target / "weights.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="'weights_sha256'.*changed or corrupted"):
+        load_checkpoint(target)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"backbone": "vit_huge"}, "backbone name of 'vit_huge' is invalid"),
+        ({"clinical_dim": 12}, "'clinical_dim' is 12 but the clinical schema"),
+        ({"embedding_dim": 99}, "'embedding_dim' is 99"),
+        ({"format_version": 7}, "'format_version' is 7"),
+        ({"input_size": 384}, "'input_size' is 384"),
+        ({"surprise": 1}, "'surprise' .* is not known"),
+    ],
+)
+def test_mismatched_manifest(demo, tmp_path, change, message):
+    target = _copy(demo, tmp_path)
+    raw = json.loads((target / "manifest.json").read_text())
+    raw.update(change)
+    (target / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(target)
+
+
+def test_missing_manifest_key(demo, tmp_path):
+    target = _copy(demo, tmp_path)
+    raw = json.loads((target / "manifest.json").read_text())
+    del raw["crop"]
+    (target / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match="'crop' is missing"):
+        read_manifest(target)
+
+
+def test_unknown_backbone_for_demo(tmp_path):
+    with pytest.raises(ModelError, match="must be one of swinv2_tiny_window8_256"):
+        new_demo_checkpoint(tmp_path / "x", "vgg16")
+    assert not (tmp_path / "x").exists()
+
+
+def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
+    import aln.model.checkpoint as checkpoint
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "save_file", boom)
+    with pytest.raises(OSError, match="disk full"):
+        new_demo_checkpoint(tmp_path / "out", "efficientnet_b0")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_network_with_and_without_auxiliary(demo):
+    net, _ = load_checkpoint(demo)
+    image = torch.randn(2, 3, 256, 256)
+    clinical = torch.randn(2, 40)
+    with torch.no_grad():
+        absent_a = net(image, torch.zeros_like(image), torch.zeros(2, 1), clinical)[1]
+        absent_b = net(image, torch.randn_like(image), torch.zeros(2, 1), clinical)[1]
+        present = net(image, torch.randn_like(image), torch.ones(2, 1), clinical)[1]
+    # an absent auxiliary branch contributes nothing, whatever image is fed to it
+    torch.testing.assert_close(absent_a, absent_b)
+    assert present.shape == (2, 1) and ((present > 0) & (present < 1)).all()
