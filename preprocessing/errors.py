@@ -32,6 +32,10 @@ class RegionError(PreprocessingError):
     """A lesion centre or bounding box that is not finite, inverted, or outside the image."""
 
 
+class InvalidRequestError(PreprocessingError):
+    """A request whose tensors or options are malformed (wrong shape, unknown option)."""
+
+
 class ClinicalRecordError(PreprocessingError):
     """A clinical record that does not match the schema.
 

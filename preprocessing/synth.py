@@ -300,6 +300,11 @@ def _sigmoid_lut(center: float, width: float, bits_in: int) -> list[int]:
     return [int(v) for v in np.rint(table)]
 
 
+def _uid(rng: np.random.Generator) -> UID:
+    """A UID under the synthetic root, derived from ``rng`` so a seed reproduces the bytes."""
+    return generate_uid(UID_ROOT, entropy_srcs=[str(rng.integers(0, 2**63))])
+
+
 def _code_item(value: str, scheme: str, meaning: str) -> Dataset:
     item = Dataset()
     item.CodeValue = value
@@ -338,7 +343,7 @@ def build_dataset(
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
-    sop_uid = generate_uid(UID_ROOT)
+    sop_uid = _uid(rng)
     ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.ImplementationClassUID = UID(UID_ROOT + "1")
@@ -363,8 +368,8 @@ def build_dataset(
     ds.PatientID = patient["PatientID"]
     ds.PatientBirthDate = patient["PatientBirthDate"]
     ds.PatientSex = "F"
-    ds.StudyInstanceUID = generate_uid(UID_ROOT)
-    ds.SeriesInstanceUID = generate_uid(UID_ROOT)
+    ds.StudyInstanceUID = _uid(rng)
+    ds.SeriesInstanceUID = _uid(rng)
     ds.StudyID = "1"
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1

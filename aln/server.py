@@ -1,0 +1,207 @@
+"""Run the Triton Inference Server bundled in the ``nvidia-pytriton`` wheel (no Docker).
+
+The wheel carries ``tritonserver`` 2.51 with the Python backend and one backend stub per CPython
+version. The stub for the running Python is copied into the backend folder (inside the installed
+package, so its relative RPATHs into ``nvidia_pytriton.libs`` still resolve), and the server is
+started with this environment's ``bin`` first on PATH: the stub takes ``python3`` from PATH to find
+its prefix and site-packages, which is how ``model.py`` imports ``aln`` and numpy from the venv.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+
+class ServerError(RuntimeError):
+    """The server could not be found, started, or made ready."""
+
+
+def triton_home() -> Path:
+    """The ``tritonserver`` folder inside the installed ``nvidia-pytriton`` wheel.
+
+    Raises:
+        ServerError: The wheel is not installed (``pip install -e '.[serve]'``).
+    """
+    try:
+        import pytriton
+    except ImportError as exc:
+        raise ServerError(
+            "The Triton server comes with the 'nvidia-pytriton' wheel, which is not installed; "
+            "run `make install` or `pip install -e '.[serve]'`"
+        ) from exc
+    return Path(pytriton.__file__).parent / "tritonserver"
+
+
+def install_stub(home: Path) -> Path:
+    """Place the Python-backend stub for this interpreter where the backend looks for it."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    source = home / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not source.is_file():
+        raise ServerError(
+            f"The nvidia-pytriton wheel has no Python-backend stub for Python {version}"
+        )
+    target = home / "backends" / "python" / "triton_python_backend_stub"
+    if not target.exists() or target.stat().st_size != source.stat().st_size:
+        shutil.copy2(source, target)
+    return target
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerConfig:
+    """How to start the server.
+
+    Attributes:
+        repository: The model repository.
+        grpc_port: gRPC port.
+        http_port: HTTP port (health, metadata).
+        metrics_port: Prometheus metrics port.
+        host: Address to bind.
+        log_verbose: Triton's ``--log-verbose`` level.
+        grpc_tls: ``(server cert, server key, client CA or None)`` to serve gRPC over TLS, with
+            mutual TLS when a client CA is given.
+        extra_args: More ``tritonserver`` arguments.
+    """
+
+    repository: Path
+    grpc_port: int = 8001
+    http_port: int = 8000
+    metrics_port: int = 8002
+    host: str = "127.0.0.1"
+    log_verbose: int = 0
+    grpc_tls: tuple[Path, Path, Path | None] | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    def command(self, home: Path) -> list[str]:
+        """The ``tritonserver`` command line."""
+        args = [
+            str(home / "bin" / "tritonserver"),
+            f"--model-repository={Path(self.repository).resolve()}",
+            f"--backend-directory={home / 'backends'}",
+            f"--grpc-port={self.grpc_port}",
+            f"--http-port={self.http_port}",
+            f"--metrics-port={self.metrics_port}",
+            f"--grpc-address={self.host}",
+            f"--http-address={self.host}",
+            f"--metrics-address={self.host}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=false",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            f"--log-verbose={self.log_verbose}",
+        ]
+        if self.grpc_tls is not None:
+            cert, key, client_ca = self.grpc_tls
+            args += [
+                "--grpc-use-ssl=true",
+                f"--grpc-server-cert={cert}",
+                f"--grpc-server-key={key}",
+            ]
+            if client_ca is not None:
+                args += [f"--grpc-root-cert={client_ca}", "--grpc-use-ssl-mutual=true"]
+        return args + self.extra_args
+
+
+class EmbeddedServer:
+    """A running ``tritonserver`` process.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`::
+
+        with EmbeddedServer(ServerConfig(Path("repo"), grpc_port=free_port(), ...)) as server:
+            server.wait_until_ready("aln_ensemble")
+    """
+
+    def __init__(self, config: ServerConfig, log: IO[str] | Path | None = None) -> None:
+        self.config = config
+        self._log_target = log
+        self._log_handle: IO[str] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> EmbeddedServer:
+        """Start the process (returns at once; see :meth:`wait_until_ready`)."""
+        home = triton_home()
+        install_stub(home)
+        env = dict(os.environ)
+        # The stub finds its Python prefix and site-packages from the python3 on PATH.
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env.setdefault("OMP_NUM_THREADS", "1")
+        stdout: IO[str] | int | None
+        if isinstance(self._log_target, Path):
+            self._log_handle = self._log_target.open("w")
+            stdout = self._log_handle
+        else:
+            stdout = self._log_target
+        self.process = subprocess.Popen(  # noqa: S603 - our own binary and arguments
+            self.config.command(home),
+            env=env,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def is_ready(self, model: str | None = None) -> bool:
+        """Whether the server (and ``model``, when given) answers ready over HTTP."""
+        path = f"/v2/models/{model}/ready" if model else "/v2/health/ready"
+        url = f"http://{self.config.host}:{self.config.http_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_until_ready(self, model: str | None = None, timeout_s: float = 180.0) -> None:
+        """Block until ready.
+
+        Raises:
+            ServerError: The process exited, or ``timeout_s`` passed.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerError(
+                    f"tritonserver exited with status {self.process.returncode} "
+                    "before it was ready; see its log"
+                )
+            if self.is_ready(model):
+                return
+            time.sleep(0.25)
+        raise ServerError(f"tritonserver was not ready within {timeout_s:.0f} s")
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """Stop with SIGTERM (Triton drains in-flight requests), then SIGKILL if it hangs."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if self._log_handle is not None:
+            self._log_handle.close()
+        return self.process.returncode
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

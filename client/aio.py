@@ -1,0 +1,152 @@
+"""The asyncio gRPC client: same signatures as :class:`aln.client.AlnClient`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import tritonclient.grpc.aio as aioclient
+from tritonclient.utils import InferenceServerException
+
+from aln.client import _request
+from aln.client.errors import (
+    RETRYABLE,
+    AlnClientError,
+    InferenceTimeoutError,
+    ModelUnavailableError,
+    from_server_exception,
+)
+from aln.client.types import ImageInput, Prediction, Study
+from aln.preprocessing import contract
+
+
+class AsyncAlnClient:
+    """Asyncio twin of :class:`aln.client.AlnClient` (same arguments and methods, awaited).
+
+    Example:
+        >>> async with AsyncAlnClient("localhost:8001") as client:  # doctest: +SKIP
+        ...     p = await client.predict(ImageInput("lcc.dcm", lesion=(1794, 1334)), record)
+    """
+
+    def __init__(
+        self,
+        url: str = "localhost:8001",
+        *,
+        timeout_s: float = 30.0,
+        retry: _request.RetryPolicy | None = None,
+        ssl: bool = False,
+        root_certificates: str | None = None,
+        private_key: str | None = None,
+        certificate_chain: str | None = None,
+        model_name: str = contract.ENSEMBLE,
+    ) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.retry = retry or _request.RetryPolicy()
+        self.model_name = model_name
+        self._client = aioclient.InferenceServerClient(
+            url,
+            ssl=ssl,
+            root_certificates=root_certificates,
+            private_key=private_key,
+            certificate_chain=certificate_chain,
+        )
+
+    async def __aenter__(self) -> AsyncAlnClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self._client.close()
+
+    async def predict(
+        self,
+        primary: ImageInput,
+        clinical: Mapping[str, Any] | str,
+        *,
+        auxiliary: ImageInput | None = None,
+        timeout_s: float | None = None,
+    ) -> Prediction:
+        """Predict one study (see :meth:`aln.client.AlnClient.predict`)."""
+        arrays = _request.build_arrays(primary, clinical, auxiliary)
+        inputs = _request.infer_inputs(aioclient, arrays)
+        outputs = _request.requested_outputs(aioclient)
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.timeout_s)
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise InferenceTimeoutError(
+                    "The deadline passed before the server answered", "DEADLINE_EXCEEDED"
+                )
+            try:
+                result = await self._client.infer(
+                    self.model_name, inputs, outputs=outputs, client_timeout=remaining
+                )
+                return _request.parse_result(result)
+            except InferenceServerException as exc:
+                error = from_server_exception(exc)
+                if error.status not in RETRYABLE or attempt >= self.retry.max_attempts:
+                    raise error from exc
+            await asyncio.sleep(
+                min(self.retry.backoff_s(attempt), max(deadline - time.monotonic(), 0))
+            )
+
+    async def predict_many(
+        self,
+        studies: Iterable[Study],
+        *,
+        concurrency: int = 8,
+        timeout_s: float | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Prediction | AlnClientError]:
+        """Predict many studies, pipelined with up to ``concurrency`` in flight, in input order."""
+        gate = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(study: Study) -> Prediction | AlnClientError:
+            async with gate:
+                try:
+                    return await self.predict(
+                        study.primary,
+                        study.clinical,
+                        auxiliary=study.auxiliary,
+                        timeout_s=timeout_s,
+                    )
+                except AlnClientError as exc:
+                    if return_exceptions:
+                        return exc
+                    raise
+
+        return list(await asyncio.gather(*(one(s) for s in studies)))
+
+    async def wait_until_ready(self, timeout_s: float = 120.0, poll_s: float = 0.5) -> None:
+        """Wait until the server and the ensemble are ready (see the sync client)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if await self._client.is_server_ready() and await self._client.is_model_ready(
+                    self.model_name
+                ):
+                    return
+            except InferenceServerException:
+                pass
+            await asyncio.sleep(poll_s)
+        raise ModelUnavailableError(
+            f"'{self.model_name}' at {self.url} was not ready within {timeout_s:.0f} s",
+            "UNAVAILABLE",
+        )
+
+    async def server_metadata(self) -> dict[str, Any]:
+        """Server and ensemble metadata (see the sync client)."""
+        try:
+            server = await self._client.get_server_metadata(as_json=True)
+            model = await self._client.get_model_metadata(self.model_name, as_json=True)
+        except InferenceServerException as exc:
+            raise from_server_exception(exc) from exc
+        return {"server": server, "model": model}

@@ -1,0 +1,59 @@
+"""Client errors: one root, one class per gRPC status family, raised ``from`` the original."""
+
+from __future__ import annotations
+
+
+class AlnClientError(Exception):
+    """Root of every error raised by :mod:`aln.client`.
+
+    Attributes:
+        status: The gRPC status code name (``"INVALID_ARGUMENT"``, ...) or None for local errors.
+        message: The server's message, kept as sent.
+    """
+
+    def __init__(self, message: str, status: str | None = None) -> None:
+        super().__init__(message if status is None else f"[{status}] {message}")
+        self.status = status
+        self.message = message
+
+
+class InvalidInputError(AlnClientError):
+    """The server refused the study (INVALID_ARGUMENT); the message names the cause."""
+
+
+class ModelUnavailableError(AlnClientError):
+    """The server or model cannot take the request now (UNAVAILABLE, NOT_FOUND, overload)."""
+
+
+class InferenceTimeoutError(AlnClientError):
+    """The deadline passed before an answer came (DEADLINE_EXCEEDED)."""
+
+
+class ServerError(AlnClientError):
+    """Any other server-side failure (INTERNAL, UNKNOWN, ...)."""
+
+
+_BY_STATUS: dict[str, type[AlnClientError]] = {
+    "INVALID_ARGUMENT": InvalidInputError,
+    "UNAVAILABLE": ModelUnavailableError,
+    "NOT_FOUND": ModelUnavailableError,
+    "RESOURCE_EXHAUSTED": ModelUnavailableError,
+    "DEADLINE_EXCEEDED": InferenceTimeoutError,
+    "CANCELLED": InferenceTimeoutError,
+}
+RETRYABLE = frozenset({"UNAVAILABLE"})
+
+
+def status_name(raw: object) -> str:
+    """Normalise tritonclient's status (``"StatusCode.UNAVAILABLE"``) to ``"UNAVAILABLE"``."""
+    text = str(raw or "UNKNOWN")
+    return text.rsplit(".", 1)[-1].upper()
+
+
+def from_server_exception(exc: Exception) -> AlnClientError:
+    """Map a ``tritonclient`` exception to this hierarchy by its gRPC status code."""
+    status_fn = getattr(exc, "status", None)
+    message_fn = getattr(exc, "message", None)
+    status = status_name(status_fn() if callable(status_fn) else None)
+    message = str(message_fn() if callable(message_fn) else exc)
+    return _BY_STATUS.get(status, ServerError)(message, status)

@@ -1,0 +1,181 @@
+"""The blocking gRPC client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from aln.client import _request
+from aln.client.errors import (
+    RETRYABLE,
+    AlnClientError,
+    InferenceTimeoutError,
+    ModelUnavailableError,
+    from_server_exception,
+)
+from aln.client.types import ImageInput, Prediction, Study
+from aln.preprocessing import contract
+
+
+class AlnClient:
+    """Send studies to the ``aln_ensemble`` over gRPC.
+
+    Args:
+        url: ``host:port`` of Triton's gRPC endpoint.
+        timeout_s: Default deadline of one prediction, retries included.
+        retry: Retry schedule for UNAVAILABLE (other errors are never retried).
+        ssl: Use TLS.
+        root_certificates: PEM file of the CA that signed the server's certificate.
+        private_key: PEM file of the client key (mutual TLS).
+        certificate_chain: PEM file of the client certificate (mutual TLS).
+        model_name: The ensemble's name.
+
+    Example:
+        >>> with AlnClient("localhost:8001") as client:  # doctest: +SKIP
+        ...     p = client.predict(ImageInput("lcc.dcm", lesion=(1794, 1334)), record)
+        ...     print(p.probability, p.provenance["primary"]["spacing_mm"])
+    """
+
+    def __init__(
+        self,
+        url: str = "localhost:8001",
+        *,
+        timeout_s: float = 30.0,
+        retry: _request.RetryPolicy | None = None,
+        ssl: bool = False,
+        root_certificates: str | None = None,
+        private_key: str | None = None,
+        certificate_chain: str | None = None,
+        model_name: str = contract.ENSEMBLE,
+    ) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.retry = retry or _request.RetryPolicy()
+        self.model_name = model_name
+        self._client = grpcclient.InferenceServerClient(
+            url,
+            ssl=ssl,
+            root_certificates=root_certificates,
+            private_key=private_key,
+            certificate_chain=certificate_chain,
+        )
+
+    def __enter__(self) -> AlnClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._client.close()
+
+    def predict(
+        self,
+        primary: ImageInput,
+        clinical: Mapping[str, Any] | str,
+        *,
+        auxiliary: ImageInput | None = None,
+        timeout_s: float | None = None,
+    ) -> Prediction:
+        """Predict one study.
+
+        Args:
+            primary: The primary lesion image and region.
+            clinical: The clinical record (named fields, or JSON text).
+            auxiliary: Optional auxiliary region (another DICOM, or the primary's bytes again).
+            timeout_s: Deadline for this call, retries included (default: the client's).
+
+        Raises:
+            InvalidInputError: The server named what was wrong with the study.
+            ModelUnavailableError: Still unavailable after the bounded retries.
+            InferenceTimeoutError: The deadline passed.
+            ServerError: Another server-side failure.
+        """
+        arrays = _request.build_arrays(primary, clinical, auxiliary)
+        inputs = _request.infer_inputs(grpcclient, arrays)
+        outputs = _request.requested_outputs(grpcclient)
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.timeout_s)
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise InferenceTimeoutError(
+                    "The deadline passed before the server answered", "DEADLINE_EXCEEDED"
+                )
+            try:
+                result = self._client.infer(
+                    self.model_name, inputs, outputs=outputs, client_timeout=remaining
+                )
+                return _request.parse_result(result)
+            except InferenceServerException as exc:
+                error = from_server_exception(exc)
+                if error.status not in RETRYABLE or attempt >= self.retry.max_attempts:
+                    raise error from exc
+            pause = min(self.retry.backoff_s(attempt), max(deadline - time.monotonic(), 0))
+            time.sleep(pause)
+
+    def predict_many(
+        self,
+        studies: Iterable[Study],
+        *,
+        concurrency: int = 8,
+        timeout_s: float | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Prediction | AlnClientError]:
+        """Predict many studies with up to ``concurrency`` requests in flight.
+
+        Results come back in input order. With ``return_exceptions`` a failed study yields its
+        :class:`AlnClientError` in place of a prediction; otherwise the first error is raised.
+        """
+
+        def one(study: Study) -> Prediction | AlnClientError:
+            try:
+                return self.predict(
+                    study.primary, study.clinical, auxiliary=study.auxiliary, timeout_s=timeout_s
+                )
+            except AlnClientError as exc:
+                if return_exceptions:
+                    return exc
+                raise
+
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            return list(pool.map(one, studies))
+
+    def wait_until_ready(self, timeout_s: float = 120.0, poll_s: float = 0.5) -> None:
+        """Block until the server and the ensemble are ready.
+
+        Raises:
+            ModelUnavailableError: Not ready within ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if self._client.is_server_ready() and self._client.is_model_ready(self.model_name):
+                    return
+            except InferenceServerException:
+                pass
+            time.sleep(poll_s)
+        raise ModelUnavailableError(
+            f"'{self.model_name}' at {self.url} was not ready within {timeout_s:.0f} s",
+            "UNAVAILABLE",
+        )
+
+    def server_metadata(self) -> dict[str, Any]:
+        """Triton's server metadata (name, version, extensions) and the ensemble's.
+
+        Raises:
+            AlnClientError: Mapped from the server's status.
+        """
+        try:
+            server = self._client.get_server_metadata(as_json=True)
+            model = self._client.get_model_metadata(self.model_name, as_json=True)
+        except InferenceServerException as exc:
+            raise from_server_exception(exc) from exc
+        return {"server": server, "model": model}

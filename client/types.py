@@ -1,0 +1,104 @@
+"""Typed requests and results of the client SDK."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aln.client.errors import AlnClientError
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """One mammogram and the region to crop on it.
+
+    Attributes:
+        dicom: The encoded DICOM object, or a path to it.
+        lesion: ``(x, y)`` centre in stored-pixel coordinates (column, row).
+        bbox: Optional ``(x0, y0, x1, y1)`` bounding box in stored pixels.
+        laterality: Override when the header lacks or contradicts it (``"L"``/``"R"``).
+        view: Override (``"CC"``/``"MLO"``).
+        spacing_mm: Millimetres per pixel at the breast when the header has none.
+    """
+
+    dicom: bytes | Path | str
+    lesion: tuple[float, float]
+    bbox: tuple[float, float, float, float] | None = None
+    laterality: str | None = None
+    view: str | None = None
+    spacing_mm: float | None = None
+
+    def dicom_bytes(self) -> bytes:
+        """The encoded DICOM (read from disk when a path was given).
+
+        Raises:
+            AlnClientError: The file cannot be read.
+        """
+        if isinstance(self.dicom, bytes | bytearray):
+            return bytes(self.dicom)
+        try:
+            return Path(self.dicom).read_bytes()
+        except OSError as exc:
+            raise AlnClientError(f"Cannot read DICOM file '{self.dicom}': {exc.strerror}") from exc
+
+    def region(self) -> list[float]:
+        """The contract's region values: centre then bounding box (NaN when absent)."""
+        bbox = self.bbox if self.bbox is not None else (math.nan,) * 4
+        return [float(self.lesion[0]), float(self.lesion[1]), *map(float, bbox)]
+
+    def options(self) -> dict[str, Any]:
+        """Overrides set on this image."""
+        values = {"laterality": self.laterality, "view": self.view, "spacing_mm": self.spacing_mm}
+        return {k: v for k, v in values.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study for :meth:`AlnClient.predict_many`.
+
+    Attributes:
+        primary: The primary lesion image.
+        clinical: The clinical record (named fields) or its JSON text.
+        auxiliary: Optional auxiliary region (on another DICOM, or on the primary's).
+    """
+
+    primary: ImageInput
+    clinical: Mapping[str, Any] | str
+    auxiliary: ImageInput | None = None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The served answer for one study.
+
+    Attributes:
+        probability: P(axillary lymph nodes positive after neoadjuvant therapy).
+        logit: The fusion head's logit.
+        model_name: Served model name (from the checkpoint).
+        model_version: Version of the weights.
+        provenance: Model identity and weights digest, preprocessing version, and per image the
+            spacing (mm and source), crop box, padding, laterality, view and flip.
+    """
+
+    probability: float
+    logit: float
+    model_name: str
+    model_version: str
+    provenance: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_outputs(cls, probability: float, logit: float, provenance_json: bytes) -> Prediction:
+        """Build from the ensemble's output tensors."""
+        provenance = json.loads(provenance_json)
+        model = provenance.get("model") or {}
+        return cls(
+            float(probability),
+            float(logit),
+            str(model.get("name", "")),
+            str(model.get("version", "")),
+            provenance,
+        )

@@ -1,0 +1,1 @@
+../../backbone_primary/1/model.py
