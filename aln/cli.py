@@ -11,7 +11,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from aln import __version__
-from aln.commands import data, demo, modelling
+from aln.client.errors import AlnClientError, InvalidInputError, ModelUnavailableError
+from aln.commands import data, demo, modelling, serving
 from aln.model.errors import ModelError
 from aln.preprocessing.errors import PreprocessingError
 
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"aln-triton {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, modelling, demo):
+    for module in (data, modelling, serving, demo):
         module.register(commands)
     return parser
 
@@ -47,9 +48,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
-    except (PreprocessingError, ModelError) as exc:
+    except (PreprocessingError, ModelError, InvalidInputError) as exc:
         print(f"aln {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ModelUnavailableError as exc:
+        print(
+            f"aln {args.command}: error: server unreachable or model unavailable: {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE
+    except AlnClientError as exc:
+        print(f"aln {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -1,0 +1,249 @@
+"""``aln build-repo``, ``aln serve`` and ``aln predict``: the served ensemble."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+
+DEFAULT_REPO = Path("runs/model_repository")
+
+
+def register(commands: Any) -> None:
+    """Add the serving subcommands to the ``aln`` parser."""
+    build = commands.add_parser(
+        "build-repo",
+        help="generate a servable Triton model repository from a checkpoint",
+        description="Generate aln_ensemble (preprocess -> backbones -> fusion_head) from a "
+        "checkpoint (exported to ONNX on the way, parity enforced) or an `aln export` folder.",
+    )
+    build.add_argument("checkpoint", type=Path, help="checkpoint or export folder")
+    build.add_argument("--out", type=Path, default=DEFAULT_REPO)
+    build.add_argument("--profile", choices=("embedded", "production"), default="embedded")
+    build.add_argument(
+        "--format",
+        dest="engine_format",
+        choices=("onnx", "tensorrt"),
+        default="onnx",
+        help="engine format (tensorrt: production profile, GPU)",
+    )
+    build.add_argument("--preprocess-instances", type=int, default=2)
+    build.add_argument("--backbone-instances", type=int, default=1)
+    build.add_argument("--max-batch", type=int, default=32)
+    build.add_argument("--max-queue-size", type=int, default=64)
+    build.add_argument("--queue-delay-us", dest="max_queue_delay_us", type=int, default=2000)
+    build.add_argument(
+        "--engine-threads",
+        type=int,
+        default=2,
+        help="ONNX Runtime threads per engine instance (embedded)",
+    )
+    build.set_defaults(handler=run_build_repo)
+
+    serve = commands.add_parser(
+        "serve",
+        help="start the Triton server bundled in nvidia-pytriton on a repository",
+        description="Start tritonserver, wait until aln_ensemble is ready, print the endpoints, "
+        "stop cleanly on Ctrl-C or SIGTERM.",
+    )
+    _server_arguments(serve)
+    serve.set_defaults(handler=run_serve)
+
+    predict = commands.add_parser(
+        "predict",
+        help="send one study to a running server and print the prediction",
+        description="Exit status 2 with the server's message on invalid input, 3 when the "
+        "server is unreachable.",
+    )
+    predict.add_argument("file", type=Path, help="primary DICOM")
+    predict.add_argument("--lesion", type=float, nargs=2, required=True, metavar=("X", "Y"))
+    predict.add_argument("--bbox", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"))
+    predict.add_argument("--aux", type=Path, help="auxiliary DICOM (default: the primary)")
+    predict.add_argument(
+        "--aux-lesion",
+        type=float,
+        nargs=2,
+        metavar=("X", "Y"),
+        help="auxiliary region centre (enables the auxiliary branch)",
+    )
+    predict.add_argument("--aux-bbox", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"))
+    predict.add_argument("--clinical", type=Path, required=True, help="clinical record JSON")
+    predict.add_argument("--laterality", choices=("L", "R"))
+    predict.add_argument("--view", choices=("CC", "MLO"))
+    predict.add_argument("--spacing-mm", type=float)
+    predict.add_argument("--url", default="localhost:8001")
+    predict.add_argument("--timeout-s", type=float, default=30.0)
+    predict.add_argument("--json", action="store_true")
+    predict.set_defaults(handler=run_predict)
+
+
+def _server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo", type=Path, default=DEFAULT_REPO)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--tls-cert", type=Path, help="server certificate (PEM): gRPC over TLS")
+    parser.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    parser.add_argument("--tls-client-ca", type=Path, help="CA of client certificates: mutual TLS")
+    parser.add_argument("--log", type=Path, help="write the server log here (default: stdout)")
+
+
+def run_build_repo(args: argparse.Namespace) -> int:
+    """Generate the repository."""
+    from aln.export.repository import build_repository
+
+    overrides = {
+        "profile": args.profile,
+        "engine_format": args.engine_format,
+        "preprocess_instances": args.preprocess_instances,
+        "backbone_instances": args.backbone_instances,
+        "max_batch": args.max_batch,
+        "max_queue_size": args.max_queue_size,
+        "max_queue_delay_us": args.max_queue_delay_us,
+        "engine_threads": args.engine_threads,
+    }
+    try:
+        out, spec = build_repository(args.checkpoint, args.out, overrides)
+    except ValueError as exc:
+        print(f"aln build-repo: error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {out} ({spec.profile} profile, max batch {spec.max_batch}, "
+        f"{spec.preprocess_instances} preprocess instances)"
+    )
+    return 0
+
+
+def server_config(args: argparse.Namespace) -> Any:
+    """A :class:`aln.server.ServerConfig` from the serve arguments."""
+    from aln.server import ServerConfig
+
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise SystemExit("aln serve: error: --tls-cert and --tls-key go together")
+        tls = (args.tls_cert, args.tls_key, args.tls_client_ca)
+    return ServerConfig(
+        args.repo,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        host=args.host,
+        grpc_tls=tls,
+    )
+
+
+def start_server(config: Any, log: Path | None) -> Any:
+    """Start the embedded server and wait until the ensemble is ready; print the endpoints."""
+    from aln.preprocessing import contract
+    from aln.server import EmbeddedServer
+
+    if not (Path(config.repository) / contract.ENSEMBLE / "config.pbtxt").is_file():
+        raise SystemExit(
+            f"aln serve: error: '{config.repository}' holds no {contract.ENSEMBLE}; "
+            "run `aln build-repo CHECKPOINT --out DIR` first"
+        )
+    server = EmbeddedServer(config, log=log).start()
+    try:
+        server.wait_until_ready(contract.ENSEMBLE)
+    except BaseException:
+        server.stop()
+        raise
+    scheme = "grpcs" if config.grpc_tls else "grpc"
+    print(
+        f"aln_ensemble ready: {scheme}://{config.host}:{config.grpc_port}  "
+        f"http://{config.host}:{config.http_port}/v2  "
+        f"metrics http://{config.host}:{config.metrics_port}/metrics",
+        flush=True,
+    )
+    return server
+
+
+def serve_until_stopped(server: Any) -> int:
+    """Block until Ctrl-C or SIGTERM, then stop the server cleanly."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        server.process.wait()
+        print(f"tritonserver exited with status {server.process.returncode}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping tritonserver...", flush=True)
+        return 0
+    finally:
+        server.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Serve until interrupted."""
+    return serve_until_stopped(start_server(server_config(args), args.log))
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Send one study and print the answer."""
+    from aln.client import AlnClient, ImageInput
+
+    try:
+        clinical = json.loads(args.clinical.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        print(
+            f"aln predict: error: cannot read clinical record '{args.clinical}': {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    primary = ImageInput(
+        args.file,
+        tuple(args.lesion),
+        tuple(args.bbox) if args.bbox else None,
+        args.laterality,
+        args.view,
+        args.spacing_mm,
+    )
+    auxiliary = None
+    if args.aux_lesion:
+        auxiliary = ImageInput(
+            args.aux or args.file,
+            tuple(args.aux_lesion),
+            tuple(args.aux_bbox) if args.aux_bbox else None,
+            args.laterality if args.aux is None else None,
+            args.view if args.aux is None else None,
+            args.spacing_mm if args.aux is None else None,
+        )
+    with AlnClient(args.url, timeout_s=args.timeout_s) as client:
+        prediction = client.predict(primary, clinical, auxiliary=auxiliary)
+    print_prediction(prediction, as_json=args.json)
+    return 0
+
+
+def print_prediction(prediction: Any, *, as_json: bool) -> None:
+    """Print a prediction as JSON or as a short report."""
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "probability": prediction.probability,
+                    "logit": prediction.logit,
+                    "model_name": prediction.model_name,
+                    "model_version": prediction.model_version,
+                    "provenance": prediction.provenance,
+                },
+                indent=2,
+            )
+        )
+        return
+    print(
+        f"P(axillary nodes positive after NAT) = {prediction.probability:.4f} "
+        f"(logit {prediction.logit:+.4f})"
+    )
+    print(f"model {prediction.model_name} {prediction.model_version}")
+    print("provenance:")
+    print(json.dumps(prediction.provenance, indent=2))
