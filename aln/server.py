@@ -148,7 +148,7 @@ class EmbeddedServer:
             stdout = self._log_handle
         else:
             stdout = self._log_target
-        self.process = subprocess.Popen(  # noqa: S603 - our own binary and arguments
+        self.process = subprocess.Popen(
             self.config.command(home),
             env=env,
             stdout=stdout,
@@ -162,7 +162,7 @@ class EmbeddedServer:
         path = f"/v2/models/{model}/ready" if model else "/v2/health/ready"
         url = f"http://{self.config.host}:{self.config.http_port}{path}"
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+            with urllib.request.urlopen(url, timeout=2) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from aln.client.errors import AlnClientError
 from aln.client.types import ImageInput, Prediction
 from aln.preprocessing import contract
@@ -37,7 +36,7 @@ class RetryPolicy:
     def backoff_s(self, attempt: int) -> float:
         """Wait after failed try number ``attempt`` (1-based), with +-20% jitter."""
         base = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (attempt - 1))
-        return float(base * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not security
+        return float(base * random.uniform(0.8, 1.2))
 
 
 def clinical_json(clinical: Mapping[str, Any] | str) -> bytes:

@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2 as mc
-
 from aln.preprocessing import contract
 from aln.preprocessing.contract import TensorSpec
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
 
 Profile = Literal["embedded", "production"]
 EngineFormat = Literal["onnx", "tensorrt"]
@@ -324,6 +323,18 @@ def write_repository(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+COMMITTED_SPEC = RepositorySpec(embedding_dim=768, clinical_dim=40)
+"""The spec of the committed ``model_repository/`` configs: the default checkpoint
+(``swinv2_tiny_window8_256``, clinical schema v1) with default serving settings."""
+
+
+def write_configs(folder: Path, spec: RepositorySpec) -> None:
+    """Write only the ``config.pbtxt`` files (regenerates the committed ``model_repository/``)."""
+    for name, config in model_configs(spec).items():
+        (Path(folder) / name).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / name / "config.pbtxt").write_text(to_pbtxt(config))
 
 
 def build_repository(

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from aln.preprocessing import contract
 from aln.preprocessing.errors import RegionError
+from threadpoolctl import ThreadpoolController
 
 CropMethod = Literal["fixed_mm", "fixed_px", "lesion_bbox", "lesion_bbox_margin"]
 CROP_METHODS: tuple[CropMethod, ...] = ("fixed_mm", "fixed_px", "lesion_bbox", "lesion_bbox_margin")
@@ -238,7 +239,15 @@ def resize(image: npt.NDArray[np.float32], size: int) -> npt.NDArray[np.float32]
     """
     rows = _resample_matrix(image.shape[0], size)
     cols = _resample_matrix(image.shape[1], size)
-    return np.ascontiguousarray(rows @ image.astype(np.float32) @ cols.T)
+    # OpenBLAS sums in an order that depends on its thread count; one thread makes the crop
+    # bit-identical in every process (the Triton backend, training, the reference predictor).
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        return np.ascontiguousarray(rows @ image.astype(np.float32) @ cols.T)
+
+
+@lru_cache(maxsize=1)
+def _blas_controller() -> ThreadpoolController:
+    return ThreadpoolController()
 
 
 def normalise(grey: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

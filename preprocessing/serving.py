@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
 from aln.preprocessing import contract
 from aln.preprocessing.clinical import ClinicalSchema
 from aln.preprocessing.crop import CropSpec, Region
@@ -145,7 +144,8 @@ class RawRequest:
                     f"Input '{spec.name}' has shape {list(value.shape)}; send one study per "
                     f"request, shape [1, {', '.join(map(str, spec.dims))}]"
                 )
-            return value[0]
+            first: npt.NDArray[Any] = value[0]
+            return first
 
         primary = _bytes_of(get(contract.PRIMARY_DICOM), contract.PRIMARY_DICOM.name)
         region = _region_of(get(contract.PRIMARY_REGION), contract.PRIMARY_REGION.name)

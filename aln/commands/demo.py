@@ -107,6 +107,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(
         "serving until Ctrl-C (server log: "
         f"{work / 'tritonserver.log'}); try: aln predict {dicom} --lesion "
-        f"{row['lesion_x']} {row['lesion_y']} --clinical RECORD.json --url 127.0.0.1:{config.grpc_port}"
+        f"{row['lesion_x']} {row['lesion_y']} --clinical RECORD.json "
+        f"--url 127.0.0.1:{config.grpc_port}"
     )
     return serve_until_stopped(server)

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-
 DEFAULT_REPO = Path("runs/model_repository")
 
 

@@ -1,0 +1,113 @@
+"""Client logic without a server: request building, error mapping, retries and deadlines.
+
+Retries and deadlines are driven by a fake at tritonclient's boundary (a server cannot be made
+to answer UNAVAILABLE on demand); the real server paths are in tests/integration.
+"""
+
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+from aln.client import (
+    AlnClient,
+    ImageInput,
+    InferenceTimeoutError,
+    InvalidInputError,
+    ModelUnavailableError,
+    RetryPolicy,
+    ServerError,
+)
+from aln.client._request import build_arrays
+from aln.client.errors import from_server_exception, status_name
+from tritonclient.utils import InferenceServerException
+
+
+def test_build_arrays_follow_the_contract():
+    arrays = build_arrays(
+        ImageInput(b"DICM-bytes", (10, 20), laterality="L"),
+        {"age_years": 50},
+        ImageInput(b"other", (1, 2), (0, 0, 4, 4)),
+    )
+    assert arrays["primary_dicom"].dtype == np.uint8 and arrays["primary_dicom"].shape == (1, 10)
+    region = arrays["primary_region"]
+    assert region.shape == (1, 6) and region[0, 0] == 10 and math.isnan(region[0, 2])
+    assert json.loads(arrays["clinical_record"][0, 0]) == {"age_years": 50}
+    assert arrays["auxiliary_region"][0].tolist() == [1, 2, 0, 0, 4, 4]
+    assert json.loads(arrays["request_options"][0, 0]) == {"primary": {"laterality": "L"}}
+
+
+def test_auxiliary_on_the_primary_image_sends_only_a_region():
+    arrays = build_arrays(ImageInput(b"same", (1, 1)), "{}", ImageInput(b"same", (5, 5)))
+    assert "auxiliary_dicom" not in arrays and "auxiliary_region" in arrays
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        ("StatusCode.INVALID_ARGUMENT", InvalidInputError),
+        ("StatusCode.UNAVAILABLE", ModelUnavailableError),
+        ("StatusCode.NOT_FOUND", ModelUnavailableError),
+        ("StatusCode.DEADLINE_EXCEEDED", InferenceTimeoutError),
+        ("StatusCode.INTERNAL", ServerError),
+        (None, ServerError),
+    ],
+)
+def test_status_mapping_keeps_the_message(status, cls):
+    error = from_server_exception(InferenceServerException("the reason", status=status))
+    assert type(error) is cls and error.message == "the reason"
+    assert error.status == status_name(status)
+
+
+class FakeTriton:
+    def __init__(self, errors):
+        self.errors = list(errors)
+        self.calls = []
+
+    def infer(self, model, inputs, outputs=None, client_timeout=None):
+        self.calls.append(client_timeout)
+        if self.errors:
+            raise InferenceServerException("no", status=self.errors.pop(0))
+        raise AssertionError("stop")
+
+    def close(self):
+        pass
+
+
+def _client(fake, **kwargs):
+    client = AlnClient("localhost:1", **kwargs)
+    client._client = fake
+    return client
+
+
+def test_unavailable_is_retried_with_bounded_attempts():
+    fake = FakeTriton(["StatusCode.UNAVAILABLE"] * 10)
+    client = _client(fake, retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.01))
+    with pytest.raises(ModelUnavailableError) as info:
+        client.predict(ImageInput(b"x", (1, 1)), "{}")
+    assert len(fake.calls) == 3 and isinstance(info.value.__cause__, InferenceServerException)
+
+
+def test_other_errors_are_never_retried():
+    fake = FakeTriton(["StatusCode.INVALID_ARGUMENT"])
+    with pytest.raises(InvalidInputError):
+        _client(fake).predict(ImageInput(b"x", (1, 1)), "{}")
+    assert len(fake.calls) == 1
+
+
+def test_deadline_bounds_the_retries():
+    fake = FakeTriton(["StatusCode.UNAVAILABLE"] * 100)
+    client = _client(
+        fake, retry=RetryPolicy(max_attempts=100, initial_backoff_s=0.05, max_backoff_s=0.05)
+    )
+    start = time.monotonic()
+    with pytest.raises((InferenceTimeoutError, ModelUnavailableError)):
+        client.predict(ImageInput(b"x", (1, 1)), "{}", timeout_s=0.3)
+    assert time.monotonic() - start < 1.0
+    assert all(t <= 0.3 for t in fake.calls)  # each try gets only what is left of the deadline
+
+
+def test_unreadable_dicom_path():
+    with pytest.raises(Exception, match="Cannot read DICOM file"):
+        ImageInput("/nonexistent.dcm", (1, 1)).dicom_bytes()

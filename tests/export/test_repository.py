@@ -1,0 +1,113 @@
+"""Generated configs: valid ModelConfig protobufs, committed copies in sync, both profiles."""
+
+from pathlib import Path
+
+import pytest
+from aln.export.repository import (
+    ADAPTER_SOURCE,
+    COMMITTED_SPEC,
+    RepositorySpec,
+    model_configs,
+    parse_pbtxt,
+    to_pbtxt,
+    write_repository,
+)
+from aln.preprocessing import contract
+from tritonclient.grpc import model_config_pb2 as mc
+
+MODELS = [
+    contract.ENSEMBLE,
+    contract.PREPROCESS,
+    contract.BACKBONE_PRIMARY,
+    contract.BACKBONE_AUXILIARY,
+    contract.FUSION_HEAD,
+]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_committed_configs_parse_and_match_the_generator(name):
+    committed = parse_pbtxt((ADAPTER_SOURCE / name / "config.pbtxt").read_text())
+    assert committed == model_configs(COMMITTED_SPEC)[name], (
+        "model_repository/ is stale: regenerate with "
+        "python -c 'from aln.export.repository import *; write_configs(ADAPTER_SOURCE, COMMITTED_SPEC)'"
+    )
+
+
+@pytest.mark.parametrize("profile", ["embedded", "production"])
+def test_every_config_round_trips_through_modelconfig(profile):
+    for name, config in model_configs(RepositorySpec(768, 40, profile=profile)).items():
+        assert parse_pbtxt(to_pbtxt(config)) == config
+        assert config.name == name
+
+
+def test_ensemble_wiring_uses_contract_names():
+    ensemble = model_configs(COMMITTED_SPEC)[contract.ENSEMBLE]
+    assert ensemble.platform == "ensemble"
+    assert [i.name for i in ensemble.input] == [t.name for t in contract.ENSEMBLE_INPUTS]
+    assert {i.name for i in ensemble.input if i.optional} == {
+        "auxiliary_dicom",
+        "auxiliary_region",
+        "request_options",
+    }
+    assert [o.name for o in ensemble.output] == ["aln_probability", "aln_logit", "provenance"]
+    steps = {s.model_name: s for s in ensemble.ensemble_scheduling.step}
+    assert steps[contract.BACKBONE_AUXILIARY].input_map["image"] == "auxiliary_image"
+    assert steps[contract.FUSION_HEAD].output_map["aln_probability"] == "aln_probability"
+
+
+def test_composing_models_batch_queue_and_warm_up():
+    spec = RepositorySpec(
+        768, 40, max_batch=16, preprocess_instances=3, max_queue_size=10, queue_timeout_us=5_000_000
+    )
+    for name, config in model_configs(spec).items():
+        if name == contract.ENSEMBLE:
+            assert not config.HasField("dynamic_batching")  # an ensemble has no queue of its own
+            continue
+        assert config.max_batch_size == 16
+        policy = config.dynamic_batching.default_queue_policy
+        assert policy.max_queue_size == 10 and policy.default_timeout_microseconds == 5_000_000
+        assert policy.timeout_action == mc.ModelQueuePolicy.REJECT
+        assert len(config.model_warmup) == 1
+    assert model_configs(spec)[contract.PREPROCESS].instance_group[0].count == 3
+    dicom = model_configs(spec)[contract.PREPROCESS].input[0]
+    assert (
+        dicom.name == "primary_dicom"
+        and dicom.data_type == mc.TYPE_UINT8
+        and list(dicom.dims) == [-1]
+        and dicom.allow_ragged_batch
+    )
+
+
+def test_production_profile_engines():
+    onnx = model_configs(RepositorySpec(768, 40, profile="production"))
+    assert onnx[contract.BACKBONE_PRIMARY].platform == "onnxruntime_onnx"
+    assert onnx[contract.PREPROCESS].backend == "python"
+    trt = model_configs(RepositorySpec(768, 40, profile="production", engine_format="tensorrt"))
+    assert trt[contract.FUSION_HEAD].platform == "tensorrt_plan"
+    assert trt[contract.BACKBONE_PRIMARY].instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    # same preprocessing in both profiles
+    assert onnx[contract.PREPROCESS] == model_configs(COMMITTED_SPEC)[contract.PREPROCESS]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"profile": "cloud"}, "profile of 'cloud'"),
+        ({"engine_format": "tensorrt"}, "embedded profile serves ONNX"),
+        ({"max_batch": 0}, "max_batch of 0"),
+    ],
+)
+def test_invalid_spec(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RepositorySpec(768, 40, **kwargs)
+
+
+def test_configs_only_repository_layout(tmp_path: Path):
+    out = write_repository(tmp_path / "repo", COMMITTED_SPEC, engines=None, manifest=None)
+    assert sorted(p.name for p in out.iterdir()) == sorted(MODELS)
+    assert (out / "preprocess" / "1" / "model.py").is_file()
+    assert (out / "fusion_head" / "1" / "model.py").read_text() == (
+        out / "backbone_primary" / "1" / "model.py"
+    ).read_text()
+    warmup = out / "preprocess" / "warmup" / "primary_dicom"
+    assert warmup.read_bytes()[128:132] == b"DICM"

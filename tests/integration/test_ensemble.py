@@ -1,0 +1,221 @@
+"""The served ensemble against the in-process reference, on a real tritonserver over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import urllib.request
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from aln.client import (
+    AlnClient,
+    AsyncAlnClient,
+    ImageInput,
+    InferenceTimeoutError,
+    InvalidInputError,
+    ModelUnavailableError,
+    RetryPolicy,
+    Study,
+)
+from aln.client._request import build_arrays, infer_inputs
+from aln.model.reference import ReferencePredictor
+from aln.preprocessing import Region, StudyInput, contract
+from aln.preprocessing.synth import synth_case
+
+from tests.corpus import bad_studies
+
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def reference(served):
+    return ReferencePredictor(served[1])
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    with AlnClient(served[2], timeout_s=60) as client:
+        yield client
+
+
+def test_prediction_equals_reference_without_auxiliary(client, reference, study):
+    served = client.predict(ImageInput(study.dicom, study.lesion_centre), study.clinical)
+    local = reference.predict(StudyInput(study.dicom, Region(*study.lesion_centre)), study.clinical)
+    assert abs(served.probability - local.probability) <= TOLERANCE
+    assert abs(served.logit - local.logit) <= TOLERANCE
+    assert served.provenance == json.loads(json.dumps(local.provenance))
+    assert (
+        served.model_version == "demo-seed7"
+        and served.provenance["model"]["weights_sha256"] == reference.manifest.weights_sha256
+    )
+    assert served.provenance["primary"]["flipped"] and served.provenance["auxiliary"] is None
+
+
+def test_prediction_equals_reference_with_auxiliary(client, reference, study):
+    aux = ImageInput(study.dicom, study.auxiliary_centre, study.auxiliary_bbox)
+    served = client.predict(
+        ImageInput(study.dicom, study.lesion_centre), study.clinical, auxiliary=aux
+    )
+    local = reference.predict(
+        StudyInput(study.dicom, Region(*study.lesion_centre)),
+        study.clinical,
+        StudyInput(study.dicom, Region(*study.auxiliary_centre, study.auxiliary_bbox)),
+    )
+    assert abs(served.probability - local.probability) <= TOLERANCE
+    assert served.provenance["auxiliary"]["crop_box"] == list(
+        local.provenance["auxiliary"]["crop_box"]
+    )
+    without = client.predict(ImageInput(study.dicom, study.lesion_centre), study.clinical)
+    assert without.probability != served.probability  # the auxiliary branch is used
+
+
+def test_served_crop_equals_library_crop(served, reference, study):
+    """The skew test: the preprocess model's tensors are exactly aln.preprocessing's."""
+    arrays = build_arrays(ImageInput(study.dicom, study.lesion_centre), study.clinical)
+    with grpcclient.InferenceServerClient(served[2]) as raw:
+        result = raw.infer(contract.PREPROCESS, infer_inputs(grpcclient, arrays))
+    local = reference.preprocess(
+        StudyInput(study.dicom, Region(*study.lesion_centre)), study.clinical
+    )
+    np.testing.assert_array_equal(result.as_numpy("primary_image")[0], local.primary_image)
+    np.testing.assert_array_equal(result.as_numpy("clinical_vector")[0], local.clinical_vector)
+    assert not result.as_numpy("auxiliary_image").any()
+
+
+def test_concurrent_requests_are_batched_and_each_correct(client, reference, make_case):
+    cases = [make_case("ge", "explicit", seed=s) for s in range(8)]
+    studies = [Study(ImageInput(c.dicom, c.lesion_centre), c.clinical) for c in cases]
+    served = client.predict_many(studies, concurrency=8)
+    for case, prediction in zip(cases, served, strict=True):
+        local = reference.predict(
+            StudyInput(case.dicom, Region(*case.lesion_centre)), case.clinical
+        )
+        assert abs(prediction.probability - local.probability) <= TOLERANCE
+
+
+def test_async_client_matches_sync(served, client, study):
+    async def run():
+        async with AsyncAlnClient(served[2]) as aio:
+            await aio.wait_until_ready(timeout_s=10)
+            many = await aio.predict_many(
+                [Study(ImageInput(study.dicom, study.lesion_centre), study.clinical)] * 3,
+                concurrency=3,
+            )
+            return many, await aio.server_metadata()
+
+    many, metadata = asyncio.run(run())
+    sync = client.predict(ImageInput(study.dicom, study.lesion_centre), study.clinical)
+    assert all(abs(p.probability - sync.probability) <= 1e-6 for p in many)
+    assert (
+        metadata["server"]["version"] == "2.51.0" and metadata["model"]["name"] == contract.ENSEMBLE
+    )
+
+
+BAD_NAMES = [
+    b.name for b in bad_studies(synth_case(np.random.default_rng(0), "ge", shape=(300, 240)))
+]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_each_bad_input_is_named_and_others_in_the_batch_succeed(client, reference, study, name):
+    bad_study = next(b for b in bad_studies(study) if b.name == name)
+    image = ImageInput(bad_study.dicom, bad_study.lesion, bad_study.bbox, **bad_study.options)
+    good = Study(ImageInput(study.dicom, study.lesion_centre), study.clinical)
+    results = client.predict_many(
+        [good, Study(image, bad_study.clinical), good], concurrency=3, return_exceptions=True
+    )
+    error = results[1]
+    assert isinstance(error, InvalidInputError), (bad_study.name, error)
+    assert bad_study.expected in error.message, (bad_study.name, error.message)
+    assert error.status == "INVALID_ARGUMENT"
+    local = reference.predict(StudyInput(study.dicom, Region(*study.lesion_centre)), study.clinical)
+    for ok in (results[0], results[2]):
+        assert abs(ok.probability - local.probability) <= TOLERANCE
+
+
+def test_server_stays_up_after_bad_input(served, client, study):
+    for bad in bad_studies(study):
+        with pytest.raises(InvalidInputError):
+            client.predict(ImageInput(bad.dicom, bad.lesion, bad.bbox, **bad.options), bad.clinical)
+    assert served[0].is_ready(contract.ENSEMBLE)
+    assert (
+        0
+        < client.predict(ImageInput(study.dicom, study.lesion_centre), study.clinical).probability
+        < 1
+    )
+
+
+def test_wrong_tensor_shape_straight_to_the_ensemble(served, study):
+    arrays = build_arrays(ImageInput(study.dicom, study.lesion_centre), study.clinical)
+    arrays["primary_region"] = np.zeros((1, 4), dtype=np.float32)
+    with (
+        grpcclient.InferenceServerClient(served[2]) as raw,
+        pytest.raises(Exception, match="primary_region") as info,
+    ):
+        raw.infer(contract.ENSEMBLE, infer_inputs(grpcclient, arrays))
+    assert "INVALID_ARGUMENT" in str(info.value.status())
+
+
+def test_error_mapping_timeouts_and_unknown_model(served, study):
+    with (
+        AlnClient(served[2], model_name="no_such_model") as wrong,
+        pytest.raises(ModelUnavailableError),
+    ):
+        wrong.predict(ImageInput(study.dicom, study.lesion_centre), study.clinical)
+    with AlnClient(served[2]) as client, pytest.raises(InferenceTimeoutError):
+        client.predict(
+            ImageInput(study.dicom, study.lesion_centre), study.clinical, timeout_s=0.005
+        )
+
+
+def test_unreachable_server_retries_then_gives_up(study):
+    from aln.server import free_port
+
+    with (
+        AlnClient(
+            f"127.0.0.1:{free_port()}", retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.05)
+        ) as client,
+        pytest.raises(ModelUnavailableError) as info,
+    ):
+        client.predict(ImageInput(study.dicom, study.lesion_centre), study.clinical, timeout_s=10)
+    assert info.value.status == "UNAVAILABLE"
+
+
+def test_metrics_endpoint_counts_inferences(served, client, study):
+    client.predict(ImageInput(study.dicom, study.lesion_centre), study.clinical)
+    port = served[0].config.metrics_port
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'nv_inference_request_success{model="aln_ensemble"' in text
+
+
+def test_cli_predict_exit_codes(served, study, tmp_path):
+    dicom, record = tmp_path / "study.dcm", tmp_path / "record.json"
+    dicom.write_bytes(study.dicom)
+    record.write_text(json.dumps(study.clinical))
+    base = [
+        sys.executable,
+        "-m",
+        "aln",
+        "predict",
+        str(dicom),
+        "--clinical",
+        str(record),
+        "--url",
+        served[2],
+    ]
+    ok = subprocess.run(
+        [*base, "--lesion", *map(str, study.lesion_centre), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert 0 < json.loads(ok.stdout)["probability"] < 1
+    bad = subprocess.run(
+        [*base, "--lesion", "99999", "1"], capture_output=True, text=True, check=False
+    )
+    assert bad.returncode == 2 and "is outside the image" in bad.stderr
