@@ -65,11 +65,11 @@ def main() -> int:
                 )
                 tensor = torch.from_numpy(image)
 
-                def eager(tensor=tensor):
+                def eager(module=net.backbone_primary, tensor=tensor):
                     with torch.inference_mode():
-                        net.backbone_primary(tensor)
+                        module(tensor)
 
-                def onnxruntime(image=image):
+                def onnxruntime(session=session, image=image):
                     session.run(None, {contract.BACKBONE_INPUT.name: image})
 
                 eager_ms, ort_ms = (
