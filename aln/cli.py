@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 
 from aln import __version__
 from aln.client.errors import AlnClientError, InvalidInputError, ModelUnavailableError
-from aln.commands import data, demo, modelling, serving
+from aln.commands import data, demo, modelling, serving, training
 from aln.model.errors import ModelError
 from aln.preprocessing.errors import PreprocessingError
+from aln.training.errors import CohortError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"aln-triton {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, modelling, serving, demo):
+    for module in (data, modelling, serving, training, demo):
         module.register(commands)
     return parser
 
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
-    except (PreprocessingError, ModelError, InvalidInputError) as exc:
+    except (PreprocessingError, ModelError, InvalidInputError, CohortError) as exc:
         print(f"aln {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ModelUnavailableError as exc:

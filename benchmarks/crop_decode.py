@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe_machine, machine_slug
+
 from aln.preprocessing import Region, preprocess_image
 from aln.preprocessing.synth import TRANSFER_SYNTAXES, synth_case
-from machine import describe_machine, machine_slug
 
 
 def main() -> int:

@@ -20,11 +20,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe_machine, machine_slug
+
 from aln.export.onnx_export import export_onnx
 from aln.export.parity import ort_session
 from aln.model.network import AlnNet
 from aln.preprocessing import contract
-from machine import describe_machine, machine_slug
 
 
 def _median_ms(fn, repeats: int) -> float:

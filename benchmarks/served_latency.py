@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe_machine, machine_slug
+
 from aln.client import AlnClient, AsyncAlnClient, ImageInput
 from aln.export.repository import build_repository
 from aln.model.checkpoint import new_demo_checkpoint
 from aln.preprocessing import contract
 from aln.preprocessing.synth import synth_case
-from machine import describe_machine, machine_slug
-
 from aln.server import EmbeddedServer, ServerConfig, free_port
 
 

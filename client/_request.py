@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from aln.client.errors import AlnClientError
 from aln.client.types import ImageInput, Prediction
 from aln.preprocessing import contract

@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
 from aln.client import _request
 from aln.client.errors import (
     RETRYABLE,
@@ -18,7 +20,6 @@ from aln.client.errors import (
 )
 from aln.client.types import ImageInput, Prediction, Study
 from aln.preprocessing import contract
-from tritonclient.utils import InferenceServerException
 
 
 class AlnClient:

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import onnx
 import torch
+from torch import nn
+
 from aln.model.network import AlnNet
 from aln.preprocessing import contract
-from torch import nn
 
 OPSET = 17
 GRAPH_FILES = {

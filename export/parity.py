@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from aln.model.network import AlnNet
 from aln.preprocessing import contract
 

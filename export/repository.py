@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from aln.preprocessing import contract
-from aln.preprocessing.contract import TensorSpec
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
+
+from aln.preprocessing import contract
+from aln.preprocessing.contract import TensorSpec
 
 Profile = Literal["embedded", "production"]
 EngineFormat = Literal["onnx", "tensorrt"]

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
 from aln.model.errors import ModelError
 
 FP16_PROBABILITY_TOLERANCE = 1e-2

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
+
 from aln.model.backbones import backbone_spec
 from aln.model.errors import CheckpointError, ModelError
 from aln.model.network import AlnNet
@@ -27,7 +29,6 @@ from aln.preprocessing import contract
 from aln.preprocessing.clinical import ClinicalSchema
 from aln.preprocessing.crop import CropSpec
 from aln.preprocessing.errors import PreprocessingError
-from safetensors.torch import load_file, save_file
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"

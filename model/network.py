@@ -3,33 +3,47 @@
 from __future__ import annotations
 
 import torch
-from aln.model.backbones import backbone_spec, create_backbone
 from torch import nn
+
+from aln.model.backbones import backbone_spec, create_backbone
+
+
+def _image_projection(embedding_dim: int, width: int) -> nn.Sequential:
+    return nn.Sequential(nn.LayerNorm(embedding_dim), nn.Linear(embedding_dim, width), nn.GELU())
 
 
 class FusionHead(nn.Module):
-    """MLP over ``[primary embedding, auxiliary embedding x present, present, clinical vector]``.
+    """MLP over ``[primary, auxiliary x present, present, clinical vector]``.
 
-    The auxiliary embedding is multiplied by the present flag, so a study without an auxiliary
-    image contributes exactly zeros from that branch whatever image was fed to it.
+    Each image embedding is normalised and projected to ``image_dim`` values first, so the
+    handful of clinical values is not drowned by thousands of image features. The auxiliary
+    projection is multiplied by the present flag, so a study without an auxiliary image
+    contributes exactly zeros from that branch whatever image was fed to it.
 
     Args:
         embedding_dim: Width of each backbone embedding.
         clinical_dim: Width of the encoded clinical vector (0 to disable the clinical branch).
         hidden_dim: Width of the hidden layer.
+        image_dim: Width of each projected image embedding.
         dropout: Dropout before the output layer (training only).
     """
 
     def __init__(
-        self, embedding_dim: int, clinical_dim: int, hidden_dim: int = 256, dropout: float = 0.2
+        self,
+        embedding_dim: int,
+        clinical_dim: int,
+        hidden_dim: int = 256,
+        image_dim: int = 64,
+        dropout: float = 0.2,
     ) -> None:
         super().__init__()
         self.embedding_dim = embedding_dim
         self.clinical_dim = clinical_dim
         self.hidden_dim = hidden_dim
+        self.primary_projection = _image_projection(embedding_dim, image_dim)
+        self.auxiliary_projection = _image_projection(embedding_dim, image_dim)
         self.mlp = nn.Sequential(
-            nn.LayerNorm(2 * embedding_dim + 1 + clinical_dim),
-            nn.Linear(2 * embedding_dim + 1 + clinical_dim, hidden_dim),
+            nn.Linear(2 * image_dim + 1 + clinical_dim, hidden_dim),
             nn.GELU(),
             nn.Dropout(dropout),
             nn.Linear(hidden_dim, 1),
@@ -55,8 +69,8 @@ class FusionHead(nn.Module):
         """
         features = torch.cat(
             [
-                primary_embedding,
-                auxiliary_embedding * auxiliary_present,
+                self.primary_projection(primary_embedding),
+                self.auxiliary_projection(auxiliary_embedding) * auxiliary_present,
                 auxiliary_present,
                 clinical_vector,
             ],

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from aln.model.backbones import backbone_spec
-from aln.model.errors import InitWeightsError
 from safetensors.torch import load_file
 from torch import nn
+
+from aln.model.backbones import backbone_spec
+from aln.model.errors import InitWeightsError
 
 _CLASSIFIER_PREFIXES = ("head.", "fc.", "classifier.")
 

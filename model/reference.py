@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from aln.model.checkpoint import Manifest, load_checkpoint, model_info
 from aln.model.network import AlnNet
 from aln.preprocessing.pipeline import StudyInput, StudyTensors, preprocess_study

@@ -21,9 +21,10 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import ThreadpoolController
+
 from aln.preprocessing import contract
 from aln.preprocessing.errors import RegionError
-from threadpoolctl import ThreadpoolController
 
 CropMethod = Literal["fixed_mm", "fixed_px", "lesion_bbox", "lesion_bbox_margin"]
 CROP_METHODS: tuple[CropMethod, ...] = ("fixed_mm", "fixed_px", "lesion_bbox", "lesion_bbox_margin")

@@ -18,10 +18,11 @@ from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
-from aln.preprocessing.errors import InvalidDicomError, tag_label
-from aln.preprocessing.header import ImageHeader
 from pydicom.encaps import generate_fragmented_frames
 from pydicom.uid import UID
+
+from aln.preprocessing.errors import InvalidDicomError, tag_label
+from aln.preprocessing.header import ImageHeader
 
 DecodeStrategy = Literal["region", "full"]
 

@@ -12,8 +12,9 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from aln.preprocessing.errors import OrientationError, SpacingError, tag_label
 from pydicom.dataset import Dataset
+
+from aln.preprocessing.errors import OrientationError, SpacingError, tag_label
 
 SpacingSource = Literal["calibrated", "imager_ermf", "uncalibrated", "caller"]
 Laterality = Literal["L", "R"]

@@ -10,14 +10,15 @@ import io
 from dataclasses import dataclass
 
 import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError as PydicomInvalidDicomError
+
 from aln.preprocessing.errors import (
     InvalidDicomError,
     ResourceLimitError,
     UnsupportedImageError,
     tag_label,
 )
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError as PydicomInvalidDicomError
 
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"

@@ -16,9 +16,10 @@ from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
-from aln.preprocessing.errors import InvalidDicomError, tag_label
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+
+from aln.preprocessing.errors import InvalidDicomError, tag_label
 
 VoiFunction = Literal["LINEAR", "LINEAR_EXACT", "SIGMOID"]
 

@@ -13,7 +13,8 @@ vendor's orientation (right breasts mirrored, Patient Orientation ``P\L``), so l
 coordinates in the manifest are stored-pixel coordinates, as a caller would give them.
 
 Labels: ``label`` follows a documented logistic model of lesion diameter, spiculation and
-clinical nodal stage (see :func:`_label_probability`), so models trained on the cohort can learn.
+clinical features (see :func:`label_probability`), so models trained on the cohort can learn and
+the AUC of a perfect model is known.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,8 +29,6 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import pydicom
-from aln.preprocessing.clinical import ClinicalSchema
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
@@ -44,6 +42,8 @@ from pydicom.uid import (
     RLELossless,
     generate_uid,
 )
+
+from aln.preprocessing.clinical import ClinicalSchema
 
 Vendor = Literal["ge", "hologic", "siemens", "fuji", "film"]
 VENDORS: tuple[Vendor, ...] = ("ge", "hologic", "siemens", "fuji", "film")
@@ -141,6 +141,8 @@ class SynthCase:
         clinical: Clinical record (schema v1).
         label: 1 when nodes stay positive after NAT.
         spiculated: Lesion margin is spiculated.
+        density: Lesion contrast over the parenchyma (display units, 0.2-0.5).
+        true_probability: The label's probability under :func:`label_probability`.
         extra: Other ground truth.
     """
 
@@ -159,6 +161,8 @@ class SynthCase:
     clinical: dict[str, Any]
     label: int
     spiculated: bool
+    density: float
+    true_probability: float
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -179,13 +183,22 @@ def _smooth_noise(
     return np.ascontiguousarray(big)
 
 
-def _label_probability(diameter_mm: float, spiculated: bool, clinical: dict[str, Any]) -> float:
+def label_probability(
+    diameter_mm: float, spiculated: bool, density: float, clinical: dict[str, Any]
+) -> float:
     """P(nodes positive after NAT) of the synthetic cohort: a documented logistic model.
 
-    logit = -1.2 + 0.08 (diameter_mm - 20) + 1.0 spiculated + 0.9 [cN2 or cN3]
-            + 0.7 [ER positive and HER2 0/1+] - 0.8 [HER2 3+ with anti-HER2 dual blockade]
+    logit = -1.2 + 0.08 (diameter_mm - 20) + 1.0 spiculated + 6 (density - 0.35)
+            + 0.9 [cN2 or cN3] + 0.7 [ER positive and HER2 0/1+]
+            - 0.8 [HER2 3+ with anti-HER2 dual blockade]
+
+    Image terms (size, margin, density: the lesion's contrast over the parenchyma) and clinical
+    terms both matter, so neither branch alone reaches the oracle AUC. The label is a Bernoulli
+    draw from this probability, which the manifest records as ``true_probability``: the AUC of
+    that column is what a perfect model scores on the same cases.
     """
     logit = -1.2 + 0.08 * (diameter_mm - 20.0) + (1.0 if spiculated else 0.0)
+    logit += 6.0 * (density - 0.35)
     logit += 0.9 if clinical["cn_stage"] in ("N2", "N3") else 0.0
     logit += (
         0.7
@@ -244,6 +257,7 @@ def _draw_breast(
     diameter_mm: float,
     spiculated: bool,
     top: int,
+    density: float = 0.35,
 ) -> tuple[npt.NDArray[np.uint16], tuple[float, float], tuple[float, float], npt.NDArray[np.bool_]]:
     """Draw a breast, chest wall on the left, and a lesion; return stored values and the lesion.
 
@@ -287,7 +301,7 @@ def _draw_breast(
         else 0.05 * np.sin(3 * angle)
     )
     distance = np.sqrt(sx**2 + sy**2) / (radius * wobble)
-    mass = np.clip(1.2 - distance, 0.0, 1.0) ** 0.5 * 0.35
+    mass = np.clip(1.2 - distance, 0.0, 1.0) ** 0.5 * density
     image[y0:y1, x0:x1] = np.clip(image[y0:y1, x0:x1] + mass, 0, 1)
     image = image + rng.normal(0, 0.004, shape).astype(np.float32) * breast
     stored = np.clip(image * top * 0.9 + top * 0.02, 0, top).astype(np.uint16)
@@ -546,10 +560,11 @@ def synth_case(
     calibrated = profile.calibrated if calibrated is None else calibrated
     diameter = float(diameter_mm if diameter_mm is not None else rng.uniform(8, 45))
     spiculated = bool(rng.random() < 0.4)
+    density = float(rng.uniform(0.2, 0.5))
     spacing = profile.spacing_at_breast_mm
     top = (1 << profile.bits_stored) - 1
     normalised, (lx, ly), (rx, ry), breast = _draw_breast(
-        rng, shape, spacing, view, diameter, spiculated, top
+        rng, shape, spacing, view, diameter, spiculated, top, density
     )
     # Auxiliary region: a 30 mm square of parenchyma between the lesion and the chest wall.
     aux_half = 15.0 / spacing
@@ -561,7 +576,8 @@ def synth_case(
     if flip:
         lx, ax = cols - lx, cols - ax
     clinical = random_clinical(rng, diameter)
-    label = int(rng.random() < _label_probability(diameter, spiculated, clinical))
+    probability = label_probability(diameter, spiculated, density, clinical)
+    label = int(rng.random() < probability)
     serial = int(rng.integers(10**6, 10**7))
     patient = {
         "PatientName": f"SYNTH^PATIENT{serial}",
@@ -602,6 +618,8 @@ def synth_case(
         clinical=clinical,
         label=label,
         spiculated=spiculated,
+        density=round(density, 4),
+        true_probability=round(probability, 6),
         extra={"patient": patient, "breast_fraction": float(breast.mean())},
     )
 
@@ -628,26 +646,31 @@ MANIFEST_COLUMNS = (
     "aux_y0",
     "aux_x1",
     "aux_y1",
+    "lesion_density",
     "clinical",
     "label",
+    "true_probability",
     "split",
     "centre",
+    "override_spacing_mm",
 )
+COHORT_CENTRES: dict[Vendor, str] = {"hologic": "A", "ge": "B", "siemens": "C", "fuji": "D"}
+"""Centres of ``--cohort`` designs: A-C are internal (train/val/test), D is the external test
+centre: another vendor, MONOCHROME1, calibrated spacing, another detector pitch."""
 
 
-def iter_cases(
-    n: int,
-    seed: int,
-    vendor: Vendor | None,
-    transfer_syntax: str,
-    shape: tuple[int, int] | None = None,
-) -> Iterator[SynthCase]:
-    """Yield ``n`` reproducible cases (vendors cycle through all when ``vendor`` is None)."""
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        yield synth_case(
-            rng, vendor or VENDORS[i % (len(VENDORS) - 1)], transfer_syntax, shape=shape
-        )
+def _plan(
+    i: int, rng: np.random.Generator, vendor: Vendor | None, cohort: bool
+) -> tuple[Vendor, str, str]:
+    """Vendor, split and centre of case ``i``."""
+    if cohort:
+        if rng.random() < 0.2:
+            return "fuji", "external", COHORT_CENTRES["fuji"]
+        chosen: Vendor = ("hologic", "ge", "siemens")[int(rng.integers(0, 3))]
+        split = str(rng.choice(["train", "val", "test"], p=[0.6, 0.2, 0.2]))
+        return chosen, split, COHORT_CENTRES[chosen]
+    chosen = vendor or VENDORS[i % (len(VENDORS) - 1)]  # film needs a caller spacing: opt-in
+    return chosen, str(rng.choice(["train", "val", "test"], p=[0.6, 0.2, 0.2])), chosen
 
 
 def write_cohort(
@@ -658,24 +681,28 @@ def write_cohort(
     transfer_syntax: str = "explicit",
     shape: tuple[int, int] | None = None,
     schema: ClinicalSchema | None = None,
+    cohort: bool = False,
 ) -> Path:
     """Write ``n`` synthetic DICOMs and ``manifest.csv`` into ``out``; return the manifest path.
 
-    The split is 60/20/20 train/val/test; the centre is the vendor. Film cases store no spacing:
-    their manifest ``spacing_mm`` is what a caller must pass.
+    Default: vendors cycle (or ``vendor``), split 60/20/20 train/val/test, centre = vendor.
+    ``cohort=True``: the multi-centre design of :data:`COHORT_CENTRES`, about 20% external.
+    Film cases store no spacing: their ``override_spacing_mm`` is what a caller must pass.
     """
     out.mkdir(parents=True, exist_ok=True)
     schema = schema or ClinicalSchema.load()
     manifest = out / "manifest.csv"
-    split_rng = np.random.default_rng(seed + 1)
+    rng = np.random.default_rng(seed)
+    plan_rng = np.random.default_rng(seed + 1)
     with manifest.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(MANIFEST_COLUMNS)
-        for i, case in enumerate(iter_cases(n, seed, vendor, transfer_syntax, shape)):
+        for i in range(n):
+            chosen, split, centre = _plan(i, plan_rng, vendor, cohort)
+            case = synth_case(rng, chosen, transfer_syntax, shape=shape)
             schema.validate(case.clinical)
             name = f"case{i:05d}_{case.vendor}_{case.laterality}{case.view}.dcm"
             (out / name).write_bytes(case.dicom)
-            split = str(split_rng.choice(["train", "val", "test"], p=[0.6, 0.2, 0.2]))
             writer.writerow(
                 [
                     name,
@@ -691,15 +718,13 @@ def write_cohort(
                     int(case.spiculated),
                     *case.auxiliary_centre,
                     *case.auxiliary_bbox,
+                    case.density,
                     json.dumps(case.clinical, sort_keys=True),
                     case.label,
+                    case.true_probability,
                     split,
-                    case.vendor,
+                    centre,
+                    round(case.spacing_mm, 6) if case.vendor == "film" else "",
                 ]
             )
     return manifest
-
-
-def read_dataset(path: str | Path) -> Dataset:
-    """Read a DICOM file (a convenience for tests and tools)."""
-    return pydicom.dcmread(str(path))

@@ -24,6 +24,13 @@ def register(commands: Any) -> None:
     )
     synth.add_argument("--out", type=Path, required=True, help="output folder")
     synth.add_argument("--n", type=int, default=8, help="number of images (default 8)")
+    synth.add_argument(
+        "--cohort",
+        type=int,
+        metavar="N",
+        help="write an N-case multi-centre cohort with known labels instead: "
+        "centres A-C internal (train/val/test), D external (another vendor)",
+    )
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument(
         "--vendor",
@@ -90,10 +97,17 @@ def run_synth(args: argparse.Namespace) -> int:
     """Write the synthetic cohort."""
     from aln.preprocessing.synth import write_cohort
 
+    n = args.cohort or args.n
     manifest = write_cohort(
-        args.out, args.n, args.seed, args.vendor, args.transfer_syntax, args.shape
+        args.out,
+        n,
+        args.seed,
+        args.vendor,
+        args.transfer_syntax,
+        args.shape,
+        cohort=args.cohort is not None,
     )
-    print(f"wrote {args.n} DICOM files and {manifest}")
+    print(f"wrote {n} DICOM files and {manifest}")
     return 0
 
 

@@ -10,6 +10,8 @@ import time
 
 import numpy as np
 import pytest
+from tritonclient.utils import InferenceServerException
+
 from aln.client import (
     AlnClient,
     ImageInput,
@@ -21,7 +23,6 @@ from aln.client import (
 )
 from aln.client._request import build_arrays
 from aln.client.errors import from_server_exception, status_name
-from tritonclient.utils import InferenceServerException
 
 
 def test_build_arrays_follow_the_contract():

@@ -2,6 +2,7 @@ import json
 
 import onnx
 import pytest
+
 from aln.export.pipeline import REPORT_FILE, export_checkpoint, graph_paths
 from aln.export.tensorrt import TensorRTUnavailableError
 from aln.model.checkpoint import new_demo_checkpoint

@@ -3,6 +3,8 @@
 from pathlib import Path
 
 import pytest
+from tritonclient.grpc import model_config_pb2 as mc
+
 from aln.export.repository import (
     ADAPTER_SOURCE,
     COMMITTED_SPEC,
@@ -13,7 +15,6 @@ from aln.export.repository import (
     write_repository,
 )
 from aln.preprocessing import contract
-from tritonclient.grpc import model_config_pb2 as mc
 
 MODELS = [
     contract.ENSEMBLE,

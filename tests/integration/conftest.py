@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from aln.export.repository import build_repository
 from aln.model.checkpoint import new_demo_checkpoint
 from aln.preprocessing import contract
-
 from aln.server import EmbeddedServer, ServerConfig, free_port
 
 

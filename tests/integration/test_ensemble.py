@@ -11,6 +11,7 @@ import urllib.request
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+
 from aln.client import (
     AlnClient,
     AsyncAlnClient,
@@ -25,7 +26,6 @@ from aln.client._request import build_arrays, infer_inputs
 from aln.model.reference import ReferencePredictor
 from aln.preprocessing import Region, StudyInput, contract
 from aln.preprocessing.synth import synth_case
-
 from tests.corpus import bad_studies
 
 TOLERANCE = 1e-4

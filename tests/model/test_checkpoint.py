@@ -3,6 +3,7 @@ import shutil
 
 import pytest
 import torch
+
 from aln.model.checkpoint import load_checkpoint, new_demo_checkpoint, read_manifest
 from aln.model.errors import CheckpointError, ModelError
 

@@ -3,6 +3,7 @@ import re
 import pytest
 import timm
 import torch
+
 from aln.model.backbones import create_backbone
 from aln.model.errors import InitWeightsError
 from aln.model.pretrained import load_init_weights

@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+
 from aln.preprocessing.clinical import ClinicalSchema
 from aln.preprocessing.errors import ClinicalRecordError
 

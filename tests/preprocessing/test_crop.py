@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+
 from aln.preprocessing.crop import Box, CropSpec, Region, crop_box, normalise, pad_to_box, resize
 from aln.preprocessing.errors import RegionError
 

@@ -1,8 +1,9 @@
 import pytest
-from aln.preprocessing.errors import OrientationError, SpacingError
-from aln.preprocessing.geometry import resolve_orientation, resolve_spacing
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+
+from aln.preprocessing.errors import OrientationError, SpacingError
+from aln.preprocessing.geometry import resolve_orientation, resolve_spacing
 
 
 def _ds(**attrs) -> Dataset:

@@ -2,6 +2,7 @@ import io
 
 import pydicom
 import pytest
+
 from aln.preprocessing.errors import InvalidDicomError, ResourceLimitError, UnsupportedImageError
 from aln.preprocessing.header import Limits, read_header
 

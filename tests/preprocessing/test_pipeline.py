@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pydicom
 import pytest
+
 from aln.preprocessing import (
     ClinicalSchema,
     CropSpec,

@@ -5,6 +5,7 @@ import subprocess
 import numpy as np
 import pydicom
 import pytest
+
 from aln.preprocessing.synth import (
     MANIFEST_COLUMNS,
     TRANSFER_SYNTAXES,
