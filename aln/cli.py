@@ -7,7 +7,9 @@ tag or argument, the value and what is allowed); 3 the server is unreachable.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 from aln import __version__
@@ -40,8 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status.
+
+    SIGTERM is handled like Ctrl-C from the first instruction on, so a server started by
+    ``aln serve`` or ``aln demo`` is always stopped cleanly, even when the signal arrives while
+    it is still starting.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler

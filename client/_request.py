@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from aln.client.errors import AlnClientError
+from aln.client.errors import (
+    RETRYABLE,
+    AlnClientError,
+    InferenceTimeoutError,
+    from_server_exception,
+)
 from aln.client.types import ImageInput, Prediction
 from aln.preprocessing import contract
 
@@ -38,6 +44,61 @@ class RetryPolicy:
         """Wait after failed try number ``attempt`` (1-based), with +-20% jitter."""
         base = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (attempt - 1))
         return float(base * random.uniform(0.8, 1.2))
+
+
+class Attempts:
+    """The deadline and retry bookkeeping of one prediction, shared by both clients.
+
+    The deadline is enforced by the server (Triton's request ``timeout``, honoured by the queue
+    policy) rather than by cancelling the gRPC call: Triton 2.51, the server in the
+    ``nvidia-pytriton`` wheel, can crash when a gRPC call is cancelled while a Python-backend model
+    is still working on it (fixed upstream in 25.04, server PRs 7840 and 8078). The gRPC deadline
+    is therefore ``grace_s`` later than the caller's; an answer that arrives after the caller's
+    deadline is discarded and reported as a timeout.
+
+    Args:
+        timeout_s: The caller's deadline for the whole call, retries included.
+        retry: The retry schedule (UNAVAILABLE only).
+        grace_s: How much later the gRPC call itself is cancelled.
+    """
+
+    def __init__(self, timeout_s: float, retry: RetryPolicy, grace_s: float) -> None:
+        self.deadline = time.monotonic() + timeout_s
+        self.retry = retry
+        self.grace_s = grace_s
+        self.attempt = 0
+
+    def timeouts(self) -> tuple[int, float]:
+        """``(server timeout in microseconds, gRPC deadline in seconds)`` for the next try.
+
+        Raises:
+            InferenceTimeoutError: No time is left.
+        """
+        self.attempt += 1
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise InferenceTimeoutError(
+                "The deadline passed before the server answered", "DEADLINE_EXCEEDED"
+            )
+        return max(1, int(remaining * 1e6)), remaining + self.grace_s
+
+    def answered(self) -> None:
+        """Refuse an answer that came after the caller's deadline."""
+        if time.monotonic() > self.deadline:
+            raise InferenceTimeoutError(
+                "The server answered after the deadline; the answer was discarded",
+                "DEADLINE_EXCEEDED",
+            )
+
+    def failed(self, exc: Exception) -> float:
+        """Map a failed try: returns the pause before retrying, or raises the mapped error."""
+        error = from_server_exception(exc)
+        if error.status == "UNAVAILABLE" and time.monotonic() >= self.deadline:
+            # The server's own deadline rejection ("Request timeout expired") is a timeout.
+            raise InferenceTimeoutError(error.message, "DEADLINE_EXCEEDED") from exc
+        if error.status not in RETRYABLE or self.attempt >= self.retry.max_attempts:
+            raise error from exc
+        return min(self.retry.backoff_s(self.attempt), max(self.deadline - time.monotonic(), 0))
 
 
 def clinical_json(clinical: Mapping[str, Any] | str) -> bytes:

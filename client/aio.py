@@ -12,9 +12,7 @@ from tritonclient.utils import InferenceServerException
 
 from aln.client import _request
 from aln.client.errors import (
-    RETRYABLE,
     AlnClientError,
-    InferenceTimeoutError,
     ModelUnavailableError,
     from_server_exception,
 )
@@ -36,6 +34,7 @@ class AsyncAlnClient:
         *,
         timeout_s: float = 30.0,
         retry: _request.RetryPolicy | None = None,
+        cancel_grace_s: float = 10.0,
         ssl: bool = False,
         root_certificates: str | None = None,
         private_key: str | None = None,
@@ -45,6 +44,7 @@ class AsyncAlnClient:
         self.url = url
         self.timeout_s = timeout_s
         self.retry = retry or _request.RetryPolicy()
+        self.cancel_grace_s = cancel_grace_s
         self.model_name = model_name
         self._client = aioclient.InferenceServerClient(
             url,
@@ -76,27 +76,24 @@ class AsyncAlnClient:
         arrays = _request.build_arrays(primary, clinical, auxiliary)
         inputs = _request.infer_inputs(aioclient, arrays)
         outputs = _request.requested_outputs(aioclient)
-        deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.timeout_s)
-        attempt = 0
+        attempts = _request.Attempts(
+            timeout_s if timeout_s is not None else self.timeout_s, self.retry, self.cancel_grace_s
+        )
         while True:
-            attempt += 1
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise InferenceTimeoutError(
-                    "The deadline passed before the server answered", "DEADLINE_EXCEEDED"
-                )
+            server_timeout_us, grpc_deadline_s = attempts.timeouts()
             try:
                 result = await self._client.infer(
-                    self.model_name, inputs, outputs=outputs, client_timeout=remaining
+                    self.model_name,
+                    inputs,
+                    outputs=outputs,
+                    timeout=server_timeout_us,
+                    client_timeout=grpc_deadline_s,
                 )
-                return _request.parse_result(result)
             except InferenceServerException as exc:
-                error = from_server_exception(exc)
-                if error.status not in RETRYABLE or attempt >= self.retry.max_attempts:
-                    raise error from exc
-            await asyncio.sleep(
-                min(self.retry.backoff_s(attempt), max(deadline - time.monotonic(), 0))
-            )
+                await asyncio.sleep(attempts.failed(exc))
+                continue
+            attempts.answered()
+            return _request.parse_result(result)
 
     async def predict_many(
         self,

@@ -12,9 +12,7 @@ from tritonclient.utils import InferenceServerException
 
 from aln.client import _request
 from aln.client.errors import (
-    RETRYABLE,
     AlnClientError,
-    InferenceTimeoutError,
     ModelUnavailableError,
     from_server_exception,
 )
@@ -29,6 +27,8 @@ class AlnClient:
         url: ``host:port`` of Triton's gRPC endpoint.
         timeout_s: Default deadline of one prediction, retries included.
         retry: Retry schedule for UNAVAILABLE (other errors are never retried).
+        cancel_grace_s: The server enforces ``timeout_s``; the gRPC call itself is cancelled only
+            this much later (see :class:`aln.client._request.Attempts` for why).
         ssl: Use TLS.
         root_certificates: PEM file of the CA that signed the server's certificate.
         private_key: PEM file of the client key (mutual TLS).
@@ -47,6 +47,7 @@ class AlnClient:
         *,
         timeout_s: float = 30.0,
         retry: _request.RetryPolicy | None = None,
+        cancel_grace_s: float = 10.0,
         ssl: bool = False,
         root_certificates: str | None = None,
         private_key: str | None = None,
@@ -56,6 +57,7 @@ class AlnClient:
         self.url = url
         self.timeout_s = timeout_s
         self.retry = retry or _request.RetryPolicy()
+        self.cancel_grace_s = cancel_grace_s
         self.model_name = model_name
         self._client = grpcclient.InferenceServerClient(
             url,
@@ -100,26 +102,24 @@ class AlnClient:
         arrays = _request.build_arrays(primary, clinical, auxiliary)
         inputs = _request.infer_inputs(grpcclient, arrays)
         outputs = _request.requested_outputs(grpcclient)
-        deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.timeout_s)
-        attempt = 0
+        attempts = _request.Attempts(
+            timeout_s if timeout_s is not None else self.timeout_s, self.retry, self.cancel_grace_s
+        )
         while True:
-            attempt += 1
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise InferenceTimeoutError(
-                    "The deadline passed before the server answered", "DEADLINE_EXCEEDED"
-                )
+            server_timeout_us, grpc_deadline_s = attempts.timeouts()
             try:
                 result = self._client.infer(
-                    self.model_name, inputs, outputs=outputs, client_timeout=remaining
+                    self.model_name,
+                    inputs,
+                    outputs=outputs,
+                    timeout=server_timeout_us,
+                    client_timeout=grpc_deadline_s,
                 )
-                return _request.parse_result(result)
             except InferenceServerException as exc:
-                error = from_server_exception(exc)
-                if error.status not in RETRYABLE or attempt >= self.retry.max_attempts:
-                    raise error from exc
-            pause = min(self.retry.backoff_s(attempt), max(deadline - time.monotonic(), 0))
-            time.sleep(pause)
+                time.sleep(attempts.failed(exc))
+                continue
+            attempts.answered()
+            return _request.parse_result(result)
 
     def predict_many(
         self,

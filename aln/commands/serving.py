@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -164,12 +163,7 @@ def start_server(config: Any, log: Path | None) -> Any:
 
 
 def serve_until_stopped(server: Any) -> int:
-    """Block until Ctrl-C or SIGTERM, then stop the server cleanly."""
-
-    def terminate(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, terminate)
+    """Block until Ctrl-C or SIGTERM (``aln`` turns SIGTERM into KeyboardInterrupt), then stop."""
     try:
         server.process.wait()
         print(f"tritonserver exited with status {server.process.returncode}", file=sys.stderr)
@@ -179,7 +173,6 @@ def serve_until_stopped(server: Any) -> int:
         return 0
     finally:
         server.stop()
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -66,10 +66,14 @@ class FakeTriton:
         self.errors = list(errors)
         self.calls = []
 
-    def infer(self, model, inputs, outputs=None, client_timeout=None):
-        self.calls.append(client_timeout)
+    def infer(self, model, inputs, outputs=None, timeout=None, client_timeout=None):
+        self.calls.append((timeout, client_timeout))
         if self.errors:
-            raise InferenceServerException("no", status=self.errors.pop(0))
+            error = self.errors.pop(0)
+            if isinstance(error, float):
+                time.sleep(error)  # a slow answer
+                return None
+            raise InferenceServerException("no", status=error)
         raise AssertionError("stop")
 
     def close(self):
@@ -106,7 +110,28 @@ def test_deadline_bounds_the_retries():
     with pytest.raises((InferenceTimeoutError, ModelUnavailableError)):
         client.predict(ImageInput(b"x", (1, 1)), "{}", timeout_s=0.3)
     assert time.monotonic() - start < 1.0
-    assert all(t <= 0.3 for t in fake.calls)  # each try gets only what is left of the deadline
+    # the server enforces what is left of the deadline; the gRPC call is cancelled only later
+    assert all(
+        server_us <= 300_000 and grpc_s > server_us / 1e6 for server_us, grpc_s in fake.calls
+    )
+
+
+def test_answer_after_the_deadline_is_a_timeout():
+    with pytest.raises(InferenceTimeoutError, match="after the deadline"):
+        _client(FakeTriton([0.3])).predict(ImageInput(b"x", (1, 1)), "{}", timeout_s=0.1)
+
+
+def test_server_side_deadline_rejection_is_a_timeout():
+    class ServerTimesOut(FakeTriton):
+        def infer(self, *args, **kwargs):
+            time.sleep(0.15)  # the server holds the request until its timeout, then rejects it
+            raise InferenceServerException(
+                "in ensemble 'aln_ensemble', Request timeout expired",
+                status="StatusCode.UNAVAILABLE",
+            )
+
+    with pytest.raises(InferenceTimeoutError, match="Request timeout expired"):
+        _client(ServerTimesOut([])).predict(ImageInput(b"x", (1, 1)), "{}", timeout_s=0.1)
 
 
 def test_unreadable_dicom_path():
