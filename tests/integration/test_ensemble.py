@@ -166,9 +166,17 @@ def test_error_mapping_timeouts_and_unknown_model(served, study):
         pytest.raises(ModelUnavailableError),
     ):
         wrong.predict(ImageInput(study.dicom, study.lesion_centre), study.clinical)
-    with AlnClient(served[2]) as client, pytest.raises(InferenceTimeoutError):
-        client.predict(
-            ImageInput(study.dicom, study.lesion_centre), study.clinical, timeout_s=0.005
+    with AlnClient(served[2]) as client:
+        for _ in range(5):
+            with pytest.raises(InferenceTimeoutError):
+                client.predict(
+                    ImageInput(study.dicom, study.lesion_centre), study.clinical, timeout_s=0.005
+                )
+        # missed deadlines cost the server nothing: it is up and answers normally
+        assert served[0].process.poll() is None
+        assert (
+            client.predict(ImageInput(study.dicom, study.lesion_centre), study.clinical).probability
+            > 0
         )
 
 
