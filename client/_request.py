@@ -46,6 +46,56 @@ class RetryPolicy:
         return float(base * random.uniform(0.8, 1.2))
 
 
+class ClientSettings:
+    """What both clients are built from (same arguments, same meaning).
+
+    Args:
+        url: ``host:port`` of Triton's gRPC endpoint.
+        timeout_s: Default deadline of one prediction, retries included.
+        retry: Retry schedule for UNAVAILABLE (other errors are never retried).
+        cancel_grace_s: The server enforces ``timeout_s``; the gRPC call itself is cancelled only
+            this much later (see :class:`Attempts` for why).
+        ssl: Use TLS.
+        root_certificates: PEM file of the CA that signed the server's certificate.
+        private_key: PEM file of the client key (mutual TLS).
+        certificate_chain: PEM file of the client certificate (mutual TLS).
+        model_name: The ensemble's name.
+    """
+
+    _triton: Any = None  # the tritonclient module: grpc or grpc.aio
+
+    def __init__(
+        self,
+        url: str = "localhost:8001",
+        *,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy | None = None,
+        cancel_grace_s: float = 10.0,
+        ssl: bool = False,
+        root_certificates: str | None = None,
+        private_key: str | None = None,
+        certificate_chain: str | None = None,
+        model_name: str = contract.ENSEMBLE,
+    ) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self.cancel_grace_s = cancel_grace_s
+        self.model_name = model_name
+        self._client = self._triton.InferenceServerClient(
+            url,
+            ssl=ssl,
+            root_certificates=root_certificates,
+            private_key=private_key,
+            certificate_chain=certificate_chain,
+        )
+
+    def _attempts(self, timeout_s: float | None) -> Attempts:
+        return Attempts(
+            timeout_s if timeout_s is not None else self.timeout_s, self.retry, self.cancel_grace_s
+        )
+
+
 class Attempts:
     """The deadline and retry bookkeeping of one prediction, shared by both clients.
 

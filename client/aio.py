@@ -17,10 +17,9 @@ from aln.client.errors import (
     from_server_exception,
 )
 from aln.client.types import ImageInput, Prediction, Study
-from aln.preprocessing import contract
 
 
-class AsyncAlnClient:
+class AsyncAlnClient(_request.ClientSettings):
     """Asyncio twin of :class:`aln.client.AlnClient` (same arguments and methods, awaited).
 
     Example:
@@ -28,31 +27,7 @@ class AsyncAlnClient:
         ...     p = await client.predict(ImageInput("lcc.dcm", lesion=(1794, 1334)), record)
     """
 
-    def __init__(
-        self,
-        url: str = "localhost:8001",
-        *,
-        timeout_s: float = 30.0,
-        retry: _request.RetryPolicy | None = None,
-        cancel_grace_s: float = 10.0,
-        ssl: bool = False,
-        root_certificates: str | None = None,
-        private_key: str | None = None,
-        certificate_chain: str | None = None,
-        model_name: str = contract.ENSEMBLE,
-    ) -> None:
-        self.url = url
-        self.timeout_s = timeout_s
-        self.retry = retry or _request.RetryPolicy()
-        self.cancel_grace_s = cancel_grace_s
-        self.model_name = model_name
-        self._client = aioclient.InferenceServerClient(
-            url,
-            ssl=ssl,
-            root_certificates=root_certificates,
-            private_key=private_key,
-            certificate_chain=certificate_chain,
-        )
+    _triton = aioclient
 
     async def __aenter__(self) -> AsyncAlnClient:
         return self
@@ -76,9 +51,7 @@ class AsyncAlnClient:
         arrays = _request.build_arrays(primary, clinical, auxiliary)
         inputs = _request.infer_inputs(aioclient, arrays)
         outputs = _request.requested_outputs(aioclient)
-        attempts = _request.Attempts(
-            timeout_s if timeout_s is not None else self.timeout_s, self.retry, self.cancel_grace_s
-        )
+        attempts = self._attempts(timeout_s)
         while True:
             server_timeout_us, grpc_deadline_s = attempts.timeouts()
             try:

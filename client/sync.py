@@ -17,23 +17,13 @@ from aln.client.errors import (
     from_server_exception,
 )
 from aln.client.types import ImageInput, Prediction, Study
-from aln.preprocessing import contract
 
 
-class AlnClient:
+class AlnClient(_request.ClientSettings):
     """Send studies to the ``aln_ensemble`` over gRPC.
 
-    Args:
-        url: ``host:port`` of Triton's gRPC endpoint.
-        timeout_s: Default deadline of one prediction, retries included.
-        retry: Retry schedule for UNAVAILABLE (other errors are never retried).
-        cancel_grace_s: The server enforces ``timeout_s``; the gRPC call itself is cancelled only
-            this much later (see :class:`aln.client._request.Attempts` for why).
-        ssl: Use TLS.
-        root_certificates: PEM file of the CA that signed the server's certificate.
-        private_key: PEM file of the client key (mutual TLS).
-        certificate_chain: PEM file of the client certificate (mutual TLS).
-        model_name: The ensemble's name.
+    Constructor arguments: see :class:`aln.client._request.ClientSettings` (``url``,
+    ``timeout_s``, ``retry``, ``cancel_grace_s``, TLS files, ``model_name``).
 
     Example:
         >>> with AlnClient("localhost:8001") as client:  # doctest: +SKIP
@@ -41,31 +31,7 @@ class AlnClient:
         ...     print(p.probability, p.provenance["primary"]["spacing_mm"])
     """
 
-    def __init__(
-        self,
-        url: str = "localhost:8001",
-        *,
-        timeout_s: float = 30.0,
-        retry: _request.RetryPolicy | None = None,
-        cancel_grace_s: float = 10.0,
-        ssl: bool = False,
-        root_certificates: str | None = None,
-        private_key: str | None = None,
-        certificate_chain: str | None = None,
-        model_name: str = contract.ENSEMBLE,
-    ) -> None:
-        self.url = url
-        self.timeout_s = timeout_s
-        self.retry = retry or _request.RetryPolicy()
-        self.cancel_grace_s = cancel_grace_s
-        self.model_name = model_name
-        self._client = grpcclient.InferenceServerClient(
-            url,
-            ssl=ssl,
-            root_certificates=root_certificates,
-            private_key=private_key,
-            certificate_chain=certificate_chain,
-        )
+    _triton = grpcclient
 
     def __enter__(self) -> AlnClient:
         return self
@@ -102,9 +68,7 @@ class AlnClient:
         arrays = _request.build_arrays(primary, clinical, auxiliary)
         inputs = _request.infer_inputs(grpcclient, arrays)
         outputs = _request.requested_outputs(grpcclient)
-        attempts = _request.Attempts(
-            timeout_s if timeout_s is not None else self.timeout_s, self.retry, self.cancel_grace_s
-        )
+        attempts = self._attempts(timeout_s)
         while True:
             server_timeout_us, grpc_deadline_s = attempts.timeouts()
             try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from aln.export.onnx_export import GRAPH_FILES, OPSET, export_onnx
 from aln.export.parity import FP32_TOLERANCE, check_parity
+from aln.model.atomic import staged_directory
 from aln.model.checkpoint import MANIFEST_FILE, load_checkpoint
 from aln.model.errors import ModelError
 
@@ -59,10 +59,7 @@ def export_checkpoint(
 
     net, manifest = load_checkpoint(checkpoint)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    staging.chmod(0o755)
-    try:
+    with staged_directory(out) as staging:
         start = time.perf_counter()
         graphs = export_onnx(net, staging)
         parity = check_parity(net, {g.model: g.path for g in graphs})
@@ -109,12 +106,6 @@ def export_checkpoint(
         report["seconds"] = round(time.perf_counter() - start, 2)
         shutil.copy2(Path(checkpoint) / MANIFEST_FILE, staging / MANIFEST_FILE)
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return report
 
 

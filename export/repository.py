@@ -31,6 +31,7 @@ import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from aln.model.atomic import staged_directory
 from aln.preprocessing import contract
 from aln.preprocessing.contract import TensorSpec
 
@@ -297,10 +298,7 @@ def write_repository(
         ``out``.
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    staging.chmod(0o755)
-    try:
+    with staged_directory(out) as staging:
         for name, config in model_configs(spec).items():
             folder = staging / name
             (folder / "1").mkdir(parents=True)
@@ -317,12 +315,6 @@ def write_repository(
             (warmup / name).write_bytes(data)
         if manifest is not None:
             shutil.copy2(manifest, staging / contract.PREPROCESS / "1" / MANIFEST_NAME)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 

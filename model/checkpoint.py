@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from aln.model.atomic import staged_directory
 from aln.model.backbones import backbone_spec
 from aln.model.errors import CheckpointError, ModelError
 from aln.model.network import AlnNet
@@ -106,29 +105,13 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _replace_dir(staging: Path, out: Path) -> None:
-    """Move a fully written ``staging`` folder to ``out``, replacing what was there."""
-    backup = None
-    if out.exists():
-        backup = out.with_name(f".{out.name}.old")
-        shutil.rmtree(backup, ignore_errors=True)
-        out.rename(backup)
-    staging.rename(out)
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
-
-
 def save_checkpoint(net: AlnNet, manifest: Manifest, out: Path) -> Manifest:
     """Write ``net`` and ``manifest`` to the folder ``out`` atomically.
 
     Returns:
         The manifest as written (with digest, widths and time filled in).
     """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; servers under other users must read it
-    try:
+    with staged_directory(out) as staging:
         weights = staging / WEIGHTS_FILE
         state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
         save_file(state, str(weights))
@@ -142,10 +125,6 @@ def save_checkpoint(net: AlnNet, manifest: Manifest, out: Path) -> Manifest:
             }
         )
         (staging / MANIFEST_FILE).write_text(final.to_json())
-        _replace_dir(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return final
 
 

@@ -1,22 +1,8 @@
-import io
-
-import pydicom
 import pytest
 
 from aln.preprocessing.errors import InvalidDicomError, ResourceLimitError, UnsupportedImageError
 from aln.preprocessing.header import Limits, read_header
-
-
-def _mutate(case, **changes) -> bytes:
-    ds = pydicom.dcmread(io.BytesIO(case.dicom))
-    for keyword, value in changes.items():
-        if value is None:
-            delattr(ds, keyword)
-        else:
-            setattr(ds, keyword, value)
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
+from tests.corpus import edit
 
 
 def test_valid_mg_for_presentation_is_accepted(hologic_case):
@@ -45,7 +31,7 @@ def test_truncated_header():
 
 def test_no_pixel_data(hologic_case):
     with pytest.raises(InvalidDicomError, match=r"\(7FE0,0010\) 'Pixel Data' element is missing"):
-        read_header(_mutate(hologic_case, PixelData=None))
+        read_header(edit(hologic_case.dicom, PixelData=None))
 
 
 def test_unsupported_sop_class(hologic_case):
@@ -54,24 +40,24 @@ def test_unsupported_sop_class(hologic_case):
         UnsupportedImageError,
         match=rf"\(0008,0016\) 'SOP Class UID' value of '{ct}' is not supported",
     ):
-        read_header(_mutate(hologic_case, SOPClassUID=ct))
+        read_header(edit(hologic_case.dicom, SOPClassUID=ct))
 
 
 def test_for_processing_refused(hologic_case):
     with pytest.raises(UnsupportedImageError, match="FOR PROCESSING"):
-        read_header(_mutate(hologic_case, PresentationIntentType="FOR PROCESSING"))
+        read_header(edit(hologic_case.dicom, PresentationIntentType="FOR PROCESSING"))
     with pytest.raises(UnsupportedImageError, match="FOR PROCESSING"):
-        read_header(_mutate(hologic_case, SOPClassUID="1.2.840.10008.5.1.4.1.1.1.2.1"))
+        read_header(edit(hologic_case.dicom, SOPClassUID="1.2.840.10008.5.1.4.1.1.1.2.1"))
 
 
 def test_tomosynthesis_refused(hologic_case):
     with pytest.raises(UnsupportedImageError, match="Breast Tomosynthesis"):
-        read_header(_mutate(hologic_case, SOPClassUID="1.2.840.10008.5.1.4.1.1.13.1.3"))
+        read_header(edit(hologic_case.dicom, SOPClassUID="1.2.840.10008.5.1.4.1.1.13.1.3"))
 
 
 def test_colour_refused(hologic_case):
     with pytest.raises(UnsupportedImageError, match="'RGB'.*MONOCHROME1 or MONOCHROME2"):
-        read_header(_mutate(hologic_case, PhotometricInterpretation="RGB"))
+        read_header(edit(hologic_case.dicom, PhotometricInterpretation="RGB"))
 
 
 def test_bits_stored_out_of_range(hologic_case):
@@ -79,7 +65,7 @@ def test_bits_stored_out_of_range(hologic_case):
         InvalidDicomError,
         match=r"'Bits Stored' value of '17' is invalid, it must be in the range \(1, 16\)",
     ):
-        read_header(_mutate(hologic_case, BitsStored=17))
+        read_header(edit(hologic_case.dicom, BitsStored=17))
 
 
 def test_rows_columns_beyond_limit(hologic_case):
@@ -94,14 +80,14 @@ def test_compressed_size_beyond_limit(hologic_case):
 
 def test_multiframe_refused(hologic_case):
     with pytest.raises(UnsupportedImageError, match="'Number of Frames' value of '2'"):
-        read_header(_mutate(hologic_case, NumberOfFrames=2))
+        read_header(edit(hologic_case.dicom, NumberOfFrames=2))
 
 
 def test_dx_accepted_only_for_breast(hologic_case):
     dx = "1.2.840.10008.5.1.4.1.1.1"
-    assert read_header(_mutate(hologic_case, SOPClassUID=dx)).sop_class_uid == dx
+    assert read_header(edit(hologic_case.dicom, SOPClassUID=dx)).sop_class_uid == dx
     with pytest.raises(UnsupportedImageError, match="'CHEST'"):
-        read_header(_mutate(hologic_case, SOPClassUID=dx, BodyPartExamined="CHEST"))
+        read_header(edit(hologic_case.dicom, SOPClassUID=dx, BodyPartExamined="CHEST"))
 
 
 def test_secondary_capture_needs_caller_spacing(make_case):

@@ -20,6 +20,7 @@ from aln.preprocessing import (
 )
 from aln.preprocessing.errors import InvalidDicomError
 from aln.preprocessing.synth import TRANSFER_SYNTAXES
+from tests.corpus import edit
 
 
 @pytest.mark.parametrize("transfer_syntax", TRANSFER_SYNTAXES)
@@ -117,20 +118,8 @@ def test_secondary_capture_with_caller_spacing(make_case):
     assert result.provenance.spacing_source == "caller"
 
 
-def _edit(case, **changes) -> bytes:
-    ds = pydicom.dcmread(io.BytesIO(case.dicom))
-    for keyword, value in changes.items():
-        if value is None:
-            delattr(ds, keyword)
-        else:
-            setattr(ds, keyword, value)
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
-
-
 def test_missing_laterality_needs_override(hologic_case):
-    data = _edit(hologic_case, ImageLaterality=None)
+    data = edit(hologic_case.dicom, ImageLaterality=None)
     with pytest.raises(OrientationError, match="No laterality"):
         preprocess_image(data, Region(300, 300))
     assert (
@@ -142,7 +131,7 @@ def test_missing_laterality_needs_override(hologic_case):
 
 
 def test_no_usable_spacing(hologic_case):
-    data = _edit(hologic_case, ImagerPixelSpacing=None)
+    data = edit(hologic_case.dicom, ImagerPixelSpacing=None)
     with pytest.raises(SpacingError, match="both absent"):
         preprocess_image(data, Region(300, 300))
     assert (
