@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -33,6 +34,13 @@ _NATIVE = {
 _REGION_CAPABLE = {
     "1.2.840.10008.1.2.4.90": "jpeg2000",
     "1.2.840.10008.1.2.4.91": "jpeg2000-lossy",
+}
+_JPEG2000_FAMILY = {
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.201",
+    "1.2.840.10008.1.2.4.202",
+    "1.2.840.10008.1.2.4.203",
 }
 _NAMES = {
     "1.2.840.10008.1.2.4.201": "htj2k",
@@ -113,24 +121,48 @@ def _first_frame(header: ImageHeader) -> bytes:
         ) from exc
 
 
+def check_codestream_header(codestream: bytes, header: ImageHeader) -> None:
+    """Check a JPEG 2000 / HTJ2K codestream's SIZ marker against the DICOM header.
+
+    Read before any decoder sees the stream, so a header that claims a huge image or many
+    components is refused without allocating for it (ISO/IEC 15444-1 A.5.1: SOC, then SIZ with
+    Xsiz, Ysiz, the offsets and Csiz).
+
+    Raises:
+        InvalidDicomError: No SOC/SIZ, or a size or component count that disagrees.
+    """
+    if len(codestream) < 42 or codestream[:4] != b"\xff\x4f\xff\x51":
+        raise InvalidDicomError(
+            f"The encapsulated {tag_label(0x7FE00010)} does not start with a JPEG 2000 "
+            "codestream (SOC and SIZ markers)"
+        )
+    xsiz, ysiz, x0, y0 = (
+        int.from_bytes(codestream[8 + 4 * i : 12 + 4 * i], "big") for i in range(4)
+    )
+    components = int.from_bytes(codestream[40:42], "big")
+    width, height = xsiz - x0, ysiz - y0
+    if (height, width) != (header.rows, header.columns) or components != 1:
+        raise InvalidDicomError(
+            f"The JPEG 2000 codestream is ({height}, {width}) with {components} component(s) but "
+            f"{tag_label(0x00280010)} x {tag_label(0x00280011)} say {header.rows} x "
+            f"{header.columns} with 1 sample per pixel"
+        )
+
+
 def _openjpeg_region(header: ImageHeader, window: Window) -> npt.NDArray[np.integer[Any]]:
     import glymur  # deferred: loads libopenjp2 through ctypes
 
     codestream = _first_frame(header)
+    check_codestream_header(codestream, header)
     with tempfile.NamedTemporaryFile(suffix=".j2k", dir=_SCRATCH_DIR) as scratch:
         scratch.write(codestream)
         scratch.flush()
         try:
-            jp2 = glymur.Jp2k(scratch.name)
-            height, width = jp2.shape[:2]
-            if (height, width) != (header.rows, header.columns) or len(jp2.shape) != 2:
-                raise InvalidDicomError(
-                    f"The JPEG 2000 codestream is {jp2.shape} but {tag_label(0x00280010)} "
-                    f"x {tag_label(0x00280011)} say {header.rows} x {header.columns}"
-                )
-            region = jp2[window.row0 : window.row1, window.col0 : window.col1]
-        except InvalidDicomError:
-            raise
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # glymur warns per bad marker: log spam
+                region = glymur.Jp2k(scratch.name)[
+                    window.row0 : window.row1, window.col0 : window.col1
+                ]
         except Exception as exc:  # OpenJPEG reports corrupt streams through many error types
             raise InvalidDicomError(
                 f"The JPEG 2000 {tag_label(0x7FE00010)} could not be decoded: {exc}"
@@ -178,6 +210,8 @@ def decode_window(
     elif uid in _REGION_CAPABLE and strategy == "region":
         values = _openjpeg_region(header, window)
     else:
+        if uid in _JPEG2000_FAMILY:
+            check_codestream_header(_first_frame(header), header)
         full = _pydicom_full(header)
         values = full[window.row0 : window.row1, window.col0 : window.col1]
     return _fit_bits(values, header)

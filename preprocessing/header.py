@@ -113,8 +113,13 @@ def parse_dicom(data: bytes, limits: Limits | None = None) -> Dataset:
         )
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=False)
-    except (PydicomInvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+        ds.file_meta  # noqa: B018 - parsed lazily; touch it inside the guard
+    except PydicomInvalidDicomError as exc:
         raise InvalidDicomError(f"The DICOM object could not be parsed: {exc}") from exc
+    except Exception as exc:  # hostile bytes reach zlib, struct and codecs inside pydicom
+        raise InvalidDicomError(
+            f"The DICOM object could not be parsed ({type(exc).__name__}): {exc}"
+        ) from exc
     if "TransferSyntaxUID" not in ds.file_meta:
         raise InvalidDicomError(
             f"The {tag_label(0x00020010)} element is missing from the file meta information"

@@ -39,6 +39,7 @@ def edit(dicom: bytes, **changes: Any) -> bytes:
 
 def bad_studies(case) -> list[BadStudy]:
     good, lesion, clinical = case.dicom, case.lesion_centre, case.clinical
+    native = as_native(good)
 
     def study(name, expected, dicom=good, lesion=lesion, clinical=clinical, **kwargs):
         return BadStudy(name, dicom, lesion, clinical, expected, **kwargs)
@@ -117,7 +118,101 @@ def bad_studies(case) -> list[BadStudy]:
         ),
         study("clinical_not_json", "not valid JSON", clinical="{age: 50"),
         study("bad_override", "laterality override of 'X'", options={"laterality": "X"}),
+        study("lying_length", "'Pixel Data' element is missing", dicom=lying_length(native)),
+        study("deflate_that_does_not_inflate", "could not be parsed", dicom=broken_deflate(native)),
+        study(
+            "wrong_sized_pixel_data",
+            "holds 1000 bytes but",
+            dicom=edit(native, PixelData=b"\0" * 1000),
+        ),
+        study("multi_frame", "'Number of Frames' value of '3'", dicom=edit(good, NumberOfFrames=3)),
+        study(
+            "secondary_capture_without_spacing",
+            "Secondary Capture",
+            dicom=edit(good, SOPClassUID="1.2.840.10008.5.1.4.1.1.7"),
+        ),
+        study(
+            "caller_spacing_nan",
+            "spacing_mm value of 'nan' is implausible",
+            dicom=edit(good, ImagerPixelSpacing=None),
+            options={"spacing_mm": float("nan")},
+        ),
+        study(
+            "caller_spacing_inf",
+            "spacing_mm value of 'inf' is implausible",
+            dicom=edit(good, ImagerPixelSpacing=None),
+            options={"spacing_mm": float("inf")},
+        ),
+        study(
+            "caller_spacing_negative",
+            "spacing_mm value of '-0.07' is implausible",
+            dicom=edit(good, ImagerPixelSpacing=None),
+            options={"spacing_mm": -0.07},
+        ),
+        study("clinical_empty", "clinical record is empty", clinical=""),
+        study(
+            "clinical_enormous",
+            "above the limit of 65536",
+            clinical=json.dumps({"note": "x" * 70_000}),
+        ),
+        study(
+            "clinical_unknown_field", "'bmi' is not in schema", clinical={**clinical, "bmi": 22.5}
+        ),
     ]
+
+
+def encapsulated_bad_studies(case) -> list[BadStudy]:
+    """Bad studies that need a JPEG 2000 case (compressed pixel data)."""
+    good, lesion, clinical = case.dicom, case.lesion_centre, case.clinical
+    start = good.index(b"\xff\x4f\xff\x51")  # SOC + SIZ of the codestream
+    corrupt = bytearray(good)
+    corrupt[start + 47 : start + 60] = b"\xff" * 13  # the COD segment after a valid SIZ
+    huge = bytearray(good)
+    huge[start + 8 : start + 16] = (60_000).to_bytes(4, "big") * 2
+    return [
+        BadStudy(
+            "jpeg2000_that_does_not_decode",
+            bytes(corrupt),
+            lesion,
+            clinical,
+            "could not be decoded",
+        ),
+        BadStudy(
+            "jpeg2000_header_claims_huge_image",
+            bytes(huge),
+            lesion,
+            clinical,
+            "codestream is (60000, 60000) with 1 component(s)",
+        ),
+    ]
+
+
+def as_native(dicom: bytes) -> bytes:
+    """The same object with uncompressed Pixel Data (explicit VR little endian)."""
+    ds = pydicom.dcmread(io.BytesIO(dicom))
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        ds.decompress()
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def lying_length(dicom: bytes) -> bytes:
+    """Manufacturer (0008,0070) claims 65520 bytes: the parser swallows what follows."""
+    data = bytearray(dicom)
+    at = data.index(b"\x08\x00\x70\x00LO")
+    data[at + 6 : at + 8] = (0xFFF0).to_bytes(2, "little")
+    return bytes(data)
+
+
+def broken_deflate(dicom: bytes) -> bytes:
+    """Deflated Explicit VR Little Endian whose deflate stream is garbage."""
+    ds = pydicom.dcmread(io.BytesIO(dicom))
+    meta = 132 + 12 + int(ds.file_meta.FileMetaInformationGroupLength)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()[:meta] + b"\x78\x9c" + bytes(range(256)) * 10
 
 
 def clinical_json(clinical: dict[str, Any] | str) -> str:

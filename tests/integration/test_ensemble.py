@@ -26,7 +26,7 @@ from aln.client._request import build_arrays, infer_inputs
 from aln.model.reference import ReferencePredictor
 from aln.preprocessing import Region, StudyInput, contract
 from aln.preprocessing.synth import synth_case
-from tests.corpus import bad_studies
+from tests.corpus import bad_studies, encapsulated_bad_studies
 
 TOLERANCE = 1e-4
 
@@ -115,14 +115,15 @@ def test_async_client_matches_sync(served, client, study):
     )
 
 
-BAD_NAMES = [
-    b.name for b in bad_studies(synth_case(np.random.default_rng(0), "ge", shape=(300, 240)))
-]
+_SMALL = synth_case(np.random.default_rng(0), "ge", "jpeg2000", shape=(300, 240))
+BAD_NAMES = [b.name for b in bad_studies(_SMALL) + encapsulated_bad_studies(_SMALL)]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
 def test_each_bad_input_is_named_and_others_in_the_batch_succeed(client, reference, study, name):
-    bad_study = next(b for b in bad_studies(study) if b.name == name)
+    bad_study = next(
+        b for b in bad_studies(study) + encapsulated_bad_studies(study) if b.name == name
+    )
     image = ImageInput(bad_study.dicom, bad_study.lesion, bad_study.bbox, **bad_study.options)
     good = Study(ImageInput(study.dicom, study.lesion_centre), study.clinical)
     results = client.predict_many(
@@ -149,15 +150,53 @@ def test_server_stays_up_after_bad_input(served, client, study):
     )
 
 
-def test_wrong_tensor_shape_straight_to_the_ensemble(served, study):
-    arrays = build_arrays(ImageInput(study.dicom, study.lesion_centre), study.clinical)
-    arrays["primary_region"] = np.zeros((1, 4), dtype=np.float32)
+RAW_BAD = {
+    "wrong_shape": (
+        lambda a: {**a, "primary_region": np.zeros((1, 4), np.float32)},
+        "primary_region",
+    ),
+    "wrong_dtype": (
+        lambda a: {**a, "primary_region": a["primary_region"].astype(np.float64)},
+        "primary_region",
+    ),
+    "two_studies_in_one_request": (
+        lambda a: {**a, **{k: np.concatenate([v, v]) for k, v in a.items()}},
+        "send one study per request",
+    ),
+    "missing_required_input": (
+        lambda a: {k: v for k, v in a.items() if k != "clinical_record"},
+        "clinical_record",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RAW_BAD))
+def test_malformed_tensors_straight_to_the_ensemble(served, study, name):
+    change, expected = RAW_BAD[name]
+    arrays = change(build_arrays(ImageInput(study.dicom, study.lesion_centre), study.clinical))
     with (
         grpcclient.InferenceServerClient(served[2]) as raw,
-        pytest.raises(Exception, match="primary_region") as info,
+        pytest.raises(Exception, match=expected) as info,
     ):
-        raw.infer(contract.ENSEMBLE, infer_inputs(grpcclient, arrays))
+        raw.infer(contract.ENSEMBLE, infer_inputs_raw(arrays))
     assert "INVALID_ARGUMENT" in str(info.value.status())
+    assert served[0].is_ready(contract.ENSEMBLE)
+
+
+def infer_inputs_raw(arrays):
+    """InferInputs that keep whatever dtype the (malformed) arrays have."""
+    from tritonclient.utils import np_to_triton_dtype
+
+    inputs = []
+    for name, array in arrays.items():
+        item = grpcclient.InferInput(
+            name,
+            list(array.shape),
+            "BYTES" if array.dtype == object else np_to_triton_dtype(array.dtype),
+        )
+        item.set_data_from_numpy(array)
+        inputs.append(item)
+    return inputs
 
 
 def test_error_mapping_timeouts_and_unknown_model(served, study):

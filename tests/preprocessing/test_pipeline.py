@@ -154,13 +154,15 @@ def test_wrong_sized_pixel_data(hologic_case):
 
 
 def test_corrupt_jpeg2000_stream(make_case):
+    from tests.corpus import encapsulated_bad_studies
+
     case = make_case("hologic", "jpeg2000", seed=2)
-    data = bytearray(case.dicom)
-    start = data.index(b"\xff\x4f\xff\x51")  # SOC + SIZ: break the image header
-    data[start + 4 : start + 40] = b"\xff" * 36
-    for strategy in ("region", "full"):
-        with pytest.raises(InvalidDicomError, match="could not be decoded"):
-            preprocess_image(bytes(data), Region(*case.lesion_centre), strategy=strategy)
+    for bad in encapsulated_bad_studies(case):
+        for strategy in ("region", "full"):
+            with pytest.raises(
+                InvalidDicomError, match=bad.expected.replace("(", r"\(").replace(")", r"\)")
+            ):
+                preprocess_image(bad.dicom, Region(*case.lesion_centre), strategy=strategy)
 
 
 def test_study_with_and_without_auxiliary(hologic_case):
