@@ -22,7 +22,7 @@ import numpy.typing as npt
 from pydicom.encaps import generate_fragmented_frames
 from pydicom.uid import UID
 
-from aln.preprocessing.errors import InvalidDicomError, tag_label
+from aln.preprocessing.errors import InvalidDicomError, is_fatal, tag_label
 from aln.preprocessing.header import ImageHeader
 
 DecodeStrategy = Literal["region", "full"]
@@ -163,7 +163,9 @@ def _openjpeg_region(header: ImageHeader, window: Window) -> npt.NDArray[np.inte
                 region = glymur.Jp2k(scratch.name)[
                     window.row0 : window.row1, window.col0 : window.col1
                 ]
-        except Exception as exc:  # OpenJPEG reports corrupt streams through many error types
+        except BaseException as exc:  # OpenJPEG reports corrupt streams through many types
+            if is_fatal(exc):
+                raise
             raise InvalidDicomError(
                 f"The JPEG 2000 {tag_label(0x7FE00010)} could not be decoded: {exc}"
             ) from exc
@@ -173,7 +175,9 @@ def _openjpeg_region(header: ImageHeader, window: Window) -> npt.NDArray[np.inte
 def _pydicom_full(header: ImageHeader) -> npt.NDArray[np.integer[Any]]:
     try:
         image = header.dataset.pixel_array
-    except Exception as exc:  # pydicom's handlers raise many error types for corrupt data
+    except BaseException as exc:  # decoders raise anything, Rust ones even PanicException
+        if is_fatal(exc):
+            raise
         raise InvalidDicomError(
             f"The {tag_label(0x7FE00010)} could not be decoded with transfer syntax "
             f"'{transfer_syntax_name(header.transfer_syntax_uid)}': {exc}"

@@ -52,6 +52,16 @@ class ResourceLimitError(PreprocessingError):
     """An input beyond the configured size limits (compressed bytes, rows x columns x frames)."""
 
 
+def is_fatal(exc: BaseException) -> bool:
+    """Whether an exception must propagate: interpreter exits and Ctrl-C, not decoder failures.
+
+    Codecs written in Rust (pylibjpeg-rle, through pyo3) report corrupt data with a
+    ``PanicException`` that derives from :class:`BaseException`, so decoder guards catch
+    ``BaseException`` and re-raise only what this returns True for.
+    """
+    return isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit)
+
+
 def tag_label(tag: int) -> str:
     """Format a tag the way pydicom's messages do: ``(0028,0101) 'Bits Stored'``.
 

@@ -17,6 +17,7 @@ from aln.preprocessing.errors import (
     InvalidDicomError,
     ResourceLimitError,
     UnsupportedImageError,
+    is_fatal,
     tag_label,
 )
 
@@ -113,10 +114,16 @@ def parse_dicom(data: bytes, limits: Limits | None = None) -> Dataset:
         )
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=False)
-        ds.file_meta  # noqa: B018 - parsed lazily; touch it inside the guard
+        # pydicom converts element values lazily: convert them all here, inside the guard,
+        # so a malformed value cannot surface later as an arbitrary error type.
+        for element in ds.iterall():
+            element.value  # noqa: B018
+        ds.file_meta  # noqa: B018
     except PydicomInvalidDicomError as exc:
         raise InvalidDicomError(f"The DICOM object could not be parsed: {exc}") from exc
-    except Exception as exc:  # hostile bytes reach zlib, struct and codecs inside pydicom
+    except BaseException as exc:  # hostile bytes reach zlib, struct and codecs inside pydicom
+        if is_fatal(exc):
+            raise
         raise InvalidDicomError(
             f"The DICOM object could not be parsed ({type(exc).__name__}): {exc}"
         ) from exc

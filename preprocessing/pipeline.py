@@ -12,6 +12,8 @@ one anti-aliased resize -> three channels, ImageNet normalisation.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,9 +33,28 @@ from aln.preprocessing.crop import (
     resize,
 )
 from aln.preprocessing.decode import DecodeStrategy, Window, decode_window, transfer_syntax_name
+from aln.preprocessing.errors import InvalidDicomError, PreprocessingError
 from aln.preprocessing.geometry import resolve_orientation, resolve_spacing
 from aln.preprocessing.header import Limits, read_header
 from aln.preprocessing.pixels import apply_grey_levels, grey_levels_from_dataset
+
+
+@contextmanager
+def malformed_attributes_are_invalid() -> Iterator[None]:
+    """Report a header value that cannot be interpreted as :class:`InvalidDicomError`.
+
+    The checks name the tags they expect; this catches what no check foresaw (a number that is
+    not a number, a sequence item without its mandatory attribute) so it is answered as bad input
+    rather than as a server error.
+    """
+    try:
+        yield
+    except PreprocessingError:
+        raise
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+        raise InvalidDicomError(
+            f"A header attribute is malformed ({type(exc).__name__}): {exc}"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -130,13 +151,14 @@ def preprocess_image(
     options = options or ImageOptions()
     header = read_header(data, limits, allow_secondary_capture=options.spacing_mm is not None)
     ds = header.dataset
-    orientation = resolve_orientation(ds, options.laterality, options.view)
-    spacing = resolve_spacing(ds, options.spacing_mm, force_caller=header.secondary_capture)
-    region.validate(header.rows, header.columns)
-    box: Box = crop_box(region, spec, spacing.mm)
+    with malformed_attributes_are_invalid():
+        orientation = resolve_orientation(ds, options.laterality, options.view)
+        spacing = resolve_spacing(ds, options.spacing_mm, force_caller=header.secondary_capture)
+        region.validate(header.rows, header.columns)
+        box: Box = crop_box(region, spec, spacing.mm)
+        levels = grey_levels_from_dataset(ds, header.bits_stored, header.signed)
 
     row0, row1, col0, col1 = clip_box(box, header.rows, header.columns)
-    levels = grey_levels_from_dataset(ds, header.bits_stored, header.signed)
     stored = decode_window(header, Window(row0, row1, col0, col1), strategy)
     grey, padded = pad_to_box(apply_grey_levels(stored, levels), box, header.rows, header.columns)
     if orientation.flip_horizontal:

@@ -112,6 +112,11 @@ def grey_levels_from_dataset(ds: Dataset, bits_stored: int, signed: bool) -> Gre
                 f"{tag_label(0x00283006)} has {table.size} entries but "
                 f"{tag_label(0x00283002)} declares {n}"
             )
+        if not 8 <= out_bits <= 16:
+            raise InvalidDicomError(
+                f"A {tag_label(0x00283002)} third value of '{out_bits}' is invalid, it must be in "
+                "the range (8, 16) bits (PS3.3 C.11.2.1.1)"
+            )
         voi = LutVOI(first_mapped=first, table=table, output_bits=out_bits)
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
@@ -164,7 +169,7 @@ def apply_lut(values: npt.NDArray[np.float64], voi: LutVOI) -> npt.NDArray[np.fl
         voi: The LUT.
     """
     index = np.clip(np.rint(values - voi.first_mapped), 0, voi.table.size - 1).astype(np.intp)
-    top = float((1 << voi.output_bits) - 1) if voi.output_bits > 0 else float(voi.table.max())
+    top = float((1 << voi.output_bits) - 1)
     return cast(npt.NDArray[np.float64], np.clip(voi.table[index] / max(top, 1.0), 0.0, 1.0))
 
 

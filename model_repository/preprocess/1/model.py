@@ -11,7 +11,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from aln.preprocessing import contract
-from aln.preprocessing.errors import PreprocessingError
+from aln.preprocessing.errors import PreprocessingError, is_fatal
 from aln.preprocessing.serving import RawRequest, StudyPreprocessor
 
 
@@ -34,7 +34,9 @@ class TritonPythonModel:
         except PreprocessingError as exc:
             return pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
-        except Exception as exc:  # a bug must fail this request only, never the instance
+        except BaseException as exc:  # a bug must fail this request only, never the batch
+            if is_fatal(exc):
+                raise
             self.logger.log_error(f"preprocess: unexpected {type(exc).__name__}: {exc}")
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(
                 f"internal preprocessing error ({type(exc).__name__})", pb_utils.TritonError.INTERNAL))
