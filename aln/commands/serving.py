@@ -34,6 +34,8 @@ def register(commands: Any) -> None:
     build.add_argument("--max-batch", type=int, default=32)
     build.add_argument("--max-queue-size", type=int, default=64)
     build.add_argument("--queue-delay-us", dest="max_queue_delay_us", type=int, default=2000)
+    build.add_argument("--queue-timeout-s", type=float, default=30.0,
+                       help="longest wait in a model's queue before a request is rejected")
     build.add_argument(
         "--engine-threads",
         type=int,
@@ -102,6 +104,7 @@ def run_build_repo(args: argparse.Namespace) -> int:
         "backbone_instances": args.backbone_instances,
         "max_batch": args.max_batch,
         "max_queue_size": args.max_queue_size,
+        "queue_timeout_us": int(args.queue_timeout_s * 1e6),
         "max_queue_delay_us": args.max_queue_delay_us,
         "engine_threads": args.engine_threads,
     }

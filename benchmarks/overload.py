@@ -1,0 +1,219 @@
+"""Overload, shedding and recovery of the served ensemble, driven open-loop.
+
+Run: ``python benchmarks/overload.py [--duration-s 60] [--factor 3]``. Builds the demo
+repository with a bounded queue (``--max-queue-size``, ``--queue-timeout-s``), measures capacity
+(studies/s at concurrency 4), then offers ``--factor`` x capacity for ``--duration-s`` seconds at a
+fixed arrival rate whatever the server does (open loop: arrivals do not wait for answers), without
+client retries. Reports admitted throughput and latency percentiles, how many requests were
+refused and how fast, the server's resident memory (all its processes) over the run, and the
+latency of normal requests once the load stops.
+Writes ``benchmarks/results/overload-<machine>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe_machine, machine_slug
+
+from aln.client import AlnClientError, AsyncAlnClient, ImageInput, RetryPolicy
+from aln.preprocessing.synth import synth_case
+
+NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+@dataclass
+class LoadResult:
+    """What an open-loop run saw."""
+
+    offered: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    refused_ms: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    elapsed_s: float = 0.0
+    rss_mb: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts, rates and percentiles."""
+
+        def pct(values: list[float], q: float) -> float | None:
+            return round(float(np.percentile(values, q)), 1) if values else None
+
+        return {
+            "offered": self.offered,
+            "offered_per_s": round(self.offered / self.elapsed_s, 2),
+            "admitted": len(self.latencies_ms),
+            "admitted_per_s": round(len(self.latencies_ms) / self.elapsed_s, 2),
+            "admitted_latency_ms": {
+                "p50": pct(self.latencies_ms, 50),
+                "p90": pct(self.latencies_ms, 90),
+                "p99": pct(self.latencies_ms, 99),
+                "max": pct(self.latencies_ms, 100),
+            },
+            "refused": len(self.refused_ms),
+            "refused_latency_ms": {
+                "p50": pct(self.refused_ms, 50),
+                "p99": pct(self.refused_ms, 99),
+            },
+            "errors": dict(self.errors),
+            "server_rss_mb": {
+                "min": min(self.rss_mb, default=None),
+                "max": max(self.rss_mb, default=None),
+            },
+        }
+
+
+def server_rss_mb(pid: int) -> float:
+    """Resident memory of a process and its descendants (the Python-backend stubs), MB."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/status") as fh:
+                total += next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except (OSError, StopIteration):
+            continue
+        pending += [int(c) for c in children]
+    return round(total / 1024, 1)
+
+
+async def open_loop(
+    url: str,
+    image: ImageInput,
+    clinical: dict,
+    rate_per_s: float,
+    duration_s: float,
+    timeout_s: float,
+    server_pid: int | None = None,
+) -> LoadResult:
+    """Offer ``rate_per_s`` requests per second for ``duration_s`` without waiting for answers."""
+    result = LoadResult()
+
+    async with AsyncAlnClient(url, timeout_s=timeout_s, retry=NO_RETRY) as client:
+
+        async def one() -> None:
+            start = time.perf_counter()
+            try:
+                await client.predict(image, clinical)
+                result.latencies_ms.append((time.perf_counter() - start) * 1000)
+            except AlnClientError as exc:
+                if exc.status in ("UNAVAILABLE", "RESOURCE_EXHAUSTED"):
+                    result.refused_ms.append((time.perf_counter() - start) * 1000)
+                result.errors[f"{type(exc).__name__}:{exc.status}"] += 1
+
+        async def sample_memory() -> None:
+            while server_pid is not None:
+                result.rss_mb.append(server_rss_mb(server_pid))
+                await asyncio.sleep(1.0)
+
+        sampler = asyncio.create_task(sample_memory())
+        tasks = []
+        start = time.perf_counter()
+        while (now := time.perf_counter() - start) < duration_s:
+            due = int(now * rate_per_s) + 1 - result.offered
+            for _ in range(max(due, 0)):
+                tasks.append(asyncio.create_task(one()))
+                result.offered += 1
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*tasks)
+        result.elapsed_s = duration_s
+        sampler.cancel()
+    return result
+
+
+async def closed_loop_capacity(
+    url: str, image: ImageInput, clinical: dict, concurrency: int, duration_s: float
+) -> float:
+    """Studies per second with ``concurrency`` requests always in flight."""
+    done = 0
+    async with AsyncAlnClient(url, timeout_s=120) as client:
+
+        async def worker(stop: float) -> None:
+            nonlocal done
+            while time.perf_counter() < stop:
+                await client.predict(image, clinical)
+                done += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(start + duration_s) for _ in range(concurrency)))
+        return done / (time.perf_counter() - start)
+
+
+def main() -> int:
+    from aln.export.repository import build_repository
+    from aln.model.checkpoint import new_demo_checkpoint
+    from aln.preprocessing import contract
+    from aln.server import EmbeddedServer, ServerConfig, free_port
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration-s", type=float, default=60)
+    parser.add_argument("--factor", type=float, default=3.0)
+    parser.add_argument("--backbone", default="swinv2_tiny_window8_256")
+    parser.add_argument("--max-queue-size", type=int, default=8)
+    parser.add_argument("--queue-timeout-s", type=float, default=2.0)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    case = synth_case(np.random.default_rng(1), "hologic", "jpeg2000", laterality="L", view="CC")
+    image = ImageInput(case.dicom, case.lesion_centre)
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        new_demo_checkpoint(work / "ckpt", args.backbone)
+        spec = {
+            "max_queue_size": args.max_queue_size,
+            "queue_timeout_us": int(args.queue_timeout_s * 1e6),
+        }
+        repo, built = build_repository(work / "ckpt", work / "repo", spec)
+        config = ServerConfig(
+            repo, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port()
+        )
+        with EmbeddedServer(config, log=work / "server.log") as server:
+            server.wait_until_ready(contract.ENSEMBLE)
+            url = f"127.0.0.1:{config.grpc_port}"
+            pid = server.process.pid
+            idle_rss = server_rss_mb(pid)
+            capacity = asyncio.run(closed_loop_capacity(url, image, case.clinical, 4, 15))
+            print(f"capacity {capacity:.2f} studies/s; offering {args.factor:.0f}x", flush=True)
+            overload = asyncio.run(
+                open_loop(
+                    url, image, case.clinical, capacity * args.factor, args.duration_s, 30.0, pid
+                )
+            )
+            print(json.dumps(overload.summary(), indent=2), flush=True)
+            time.sleep(args.queue_timeout_s + 1)
+            after = asyncio.run(open_loop(url, image, case.clinical, capacity * 0.5, 10, 30.0, pid))
+    machine = describe_machine()
+    report = {
+        "benchmark": "overload",
+        "backbone": args.backbone,
+        "study": "4096x3328 Hologic JPEG 2000",
+        "repository": built.__dict__,
+        "capacity_studies_per_s": round(capacity, 2),
+        "factor": args.factor,
+        "duration_s": args.duration_s,
+        "idle_server_rss_mb": idle_rss,
+        "overload": overload.summary(),
+        "after_at_half_capacity": after.summary(),
+        "machine": machine,
+    }
+    out = args.out or Path(__file__).parent / "results" / f"overload-{machine_slug(machine)}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"after: {json.dumps(after.summary())}\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
