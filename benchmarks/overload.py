@@ -1,7 +1,8 @@
 """Overload, shedding and recovery of the served ensemble, driven open-loop.
 
 Run: ``python benchmarks/overload.py [--duration-s 60] [--factor 3]``. Builds the demo
-repository with a bounded queue (``--max-queue-size``, ``--queue-timeout-s``), measures capacity
+repository with bounded queueing (``--queue-timeout-s``, optionally ``--max-queue-size``), measures
+capacity
 (studies/s at concurrency 4), then offers ``--factor`` x capacity for ``--duration-s`` seconds at a
 fixed arrival rate whatever the server does (open loop: arrivals do not wait for answers), without
 client retries. Reports admitted throughput and latency percentiles, how many requests were
@@ -162,7 +163,7 @@ def main() -> int:
     parser.add_argument("--duration-s", type=float, default=60)
     parser.add_argument("--factor", type=float, default=3.0)
     parser.add_argument("--backbone", default="swinv2_tiny_window8_256")
-    parser.add_argument("--max-queue-size", type=int, default=8)
+    parser.add_argument("--max-queue-size", type=int, default=0)
     parser.add_argument("--queue-timeout-s", type=float, default=2.0)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()

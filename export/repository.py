@@ -56,7 +56,11 @@ class RepositorySpec:
         preprocess_instances: Python processes decoding DICOM in parallel.
         backbone_instances: Instances of each backbone.
         max_queue_delay_us: How long the dynamic batcher waits to grow a batch.
-        max_queue_size: Requests queued per model beyond which new ones are rejected.
+        max_queue_size: Requests queued per model beyond which new ones are rejected; 0 (the
+            default) sets no size bound and sheds by time only. Triton 2.51 (the embedded
+            server) stops answering after sustained rejections over a composing model's
+            ``max_queue_size`` (measured in docs/reliability.md), while time-based rejection keeps
+            goodput at capacity and recovers; the queue stays bounded by arrival rate x timeout.
         queue_timeout_us: Time a request may wait in a queue before it is rejected.
         engine_threads: ONNX Runtime intra-op threads per backbone instance (embedded).
     """
@@ -69,8 +73,8 @@ class RepositorySpec:
     preprocess_instances: int = 2
     backbone_instances: int = 1
     max_queue_delay_us: int = 2000
-    max_queue_size: int = 64
-    queue_timeout_us: int = 30_000_000
+    max_queue_size: int = 0
+    queue_timeout_us: int = 5_000_000
     engine_threads: int = 2
 
     def __post_init__(self) -> None:
@@ -86,13 +90,18 @@ class RepositorySpec:
             "max_batch",
             "preprocess_instances",
             "backbone_instances",
-            "max_queue_size",
             "engine_threads",
+            "queue_timeout_us",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(
                     f"A {name} of {getattr(self, name)} is invalid, it must be at least 1"
                 )
+        if self.max_queue_size < 0:
+            raise ValueError(
+                f"A max_queue_size of {self.max_queue_size} is invalid, it must be 0 (no size "
+                "bound) or more"
+            )
 
     @property
     def widths(self) -> dict[str, int]:
@@ -132,7 +141,8 @@ def _scheduling(spec: RepositorySpec, config: mc.ModelConfig, instances: int) ->
     batching = config.dynamic_batching
     batching.max_queue_delay_microseconds = spec.max_queue_delay_us
     policy = batching.default_queue_policy
-    policy.max_queue_size = spec.max_queue_size
+    if spec.max_queue_size:
+        policy.max_queue_size = spec.max_queue_size
     policy.default_timeout_microseconds = spec.queue_timeout_us
     policy.timeout_action = mc.ModelQueuePolicy.REJECT
     policy.allow_timeout_override = True  # a client deadline shortens the queue timeout

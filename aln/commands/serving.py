@@ -32,10 +32,19 @@ def register(commands: Any) -> None:
     build.add_argument("--preprocess-instances", type=int, default=2)
     build.add_argument("--backbone-instances", type=int, default=1)
     build.add_argument("--max-batch", type=int, default=32)
-    build.add_argument("--max-queue-size", type=int, default=64)
+    build.add_argument(
+        "--max-queue-size",
+        type=int,
+        default=0,
+        help="per-model queue bound; 0 (default) sheds by --queue-timeout-s only",
+    )
     build.add_argument("--queue-delay-us", dest="max_queue_delay_us", type=int, default=2000)
-    build.add_argument("--queue-timeout-s", type=float, default=30.0,
-                       help="longest wait in a model's queue before a request is rejected")
+    build.add_argument(
+        "--queue-timeout-s",
+        type=float,
+        default=5.0,
+        help="longest wait in a model's queue before a request is rejected",
+    )
     build.add_argument(
         "--engine-threads",
         type=int,

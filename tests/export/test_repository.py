@@ -79,6 +79,14 @@ def test_composing_models_batch_queue_and_warm_up():
     )
 
 
+def test_default_queues_shed_by_time_not_size():
+    """Triton 2.51 hangs after sustained max_queue_size rejections; time bounds the queues."""
+    for name, config in model_configs(COMMITTED_SPEC).items():
+        if name != contract.ENSEMBLE:
+            policy = config.dynamic_batching.default_queue_policy
+            assert policy.max_queue_size == 0 and policy.default_timeout_microseconds == 5_000_000
+
+
 def test_production_profile_engines():
     onnx = model_configs(RepositorySpec(768, 40, profile="production"))
     assert onnx[contract.BACKBONE_PRIMARY].platform == "onnxruntime_onnx"

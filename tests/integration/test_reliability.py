@@ -1,8 +1,7 @@
-"""Faults, restarts and deadlines against the real server.
+"""Overload, faults, restarts and deadlines against the real server.
 
-Each test starts its own server with a small, bounded queue. The overload run itself is
-``benchmarks/overload.py``: it is not in ``make test`` because the embedded Triton 2.51 can stop
-answering after sustained queue rejections (see docs/reliability.md), so it would fail by design.
+Each test starts its own server whose queues shed by time (1 s); the overload test is a short
+version of ``benchmarks/overload.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from aln.client import AlnClient, ImageInput, Prediction, RetryPolicy, Study
 from aln.export.repository import build_repository
 from aln.preprocessing import contract
 from aln.server import EmbeddedServer, ServerConfig, free_port
-from benchmarks.overload import open_loop
+from benchmarks.overload import closed_loop_capacity, open_loop
 
 QUEUE_TIMEOUT_S = 1.0
 
@@ -29,7 +28,7 @@ def bounded_repo(served, tmp_path_factory):
     repo, _ = build_repository(
         served[1],
         tmp_path_factory.mktemp("bounded") / "repo",
-        {"max_queue_size": 4, "queue_timeout_us": int(QUEUE_TIMEOUT_S * 1e6), "max_batch": 4},
+        {"queue_timeout_us": int(QUEUE_TIMEOUT_S * 1e6), "max_batch": 4},
     )
     return repo
 
@@ -40,6 +39,34 @@ def _start(repo, tmp_path, config=None):
     )
     server = EmbeddedServer(config, log=tmp_path / f"server-{time.monotonic_ns()}.log").start()
     return server, config
+
+
+def test_overload_is_shed_promptly_and_the_server_recovers(bounded_repo, study, tmp_path):
+    server, config = _start(bounded_repo, tmp_path)
+    try:
+        server.wait_until_ready(contract.ENSEMBLE, timeout_s=180)
+        url = f"127.0.0.1:{config.grpc_port}"
+        image = ImageInput(study.dicom, study.lesion_centre)
+        capacity = asyncio.run(closed_loop_capacity(url, image, study.clinical, 2, 4))
+        result = asyncio.run(
+            open_loop(url, image, study.clinical, 3 * capacity, 10, 30, server.process.pid)
+        )
+        summary = result.summary()
+        assert summary["refused"] > 0, summary  # excess load is refused, not queued without bound
+        # goodput holds near capacity while the excess is shed
+        assert summary["admitted_per_s"] > 0.5 * capacity, (capacity, summary)
+        # admitted requests wait at most the queue timeout in each queued step, plus service time
+        assert summary["admitted_latency_ms"]["p99"] < 1000 * (4 * QUEUE_TIMEOUT_S + 3), summary
+        assert max(result.rss_mb) < 4 * 1024
+        time.sleep(QUEUE_TIMEOUT_S + 0.5)
+        after = asyncio.run(
+            open_loop(url, image, study.clinical, capacity / 2, 4, 30, server.process.pid)
+        )
+        assert after.summary()["refused"] == 0 and len(after.latencies_ms) == after.offered, (
+            after.summary()
+        )
+    finally:
+        server.stop()
 
 
 def test_killed_and_restarted_server_loses_no_request(bounded_repo, study, tmp_path):
