@@ -7,6 +7,7 @@ tomosynthesis volume) is refused at the cost of parsing its header only.
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 
 import pydicom
@@ -113,12 +114,16 @@ def parse_dicom(data: bytes, limits: Limits | None = None) -> Dataset:
             f"({len(data)} bytes received)"
         )
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=False)
-        # pydicom converts element values lazily: convert them all here, inside the guard,
-        # so a malformed value cannot surface later as an arbitrary error type.
-        for element in ds.iterall():
-            element.value  # noqa: B018
-        ds.file_meta  # noqa: B018
+        with warnings.catch_warnings():
+            # pydicom warns (and logs) about every oddity of a hostile file, sometimes quoting
+            # values: keep that out of server logs; what matters is raised below.
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(io.BytesIO(data), force=False)
+            # pydicom converts element values lazily: convert them all here, inside the guard,
+            # so a malformed value cannot surface later as an arbitrary error type.
+            for element in ds.iterall():
+                element.value  # noqa: B018
+            ds.file_meta  # noqa: B018
     except PydicomInvalidDicomError as exc:
         raise InvalidDicomError(f"The DICOM object could not be parsed: {exc}") from exc
     except BaseException as exc:  # hostile bytes reach zlib, struct and codecs inside pydicom

@@ -20,7 +20,7 @@ class BadStudy:
     dicom: bytes
     lesion: tuple[float, float]
     clinical: dict[str, Any] | str
-    expected: str
+    expected: str | tuple[str, ...]
     bbox: tuple[float, float, float, float] | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -118,7 +118,12 @@ def bad_studies(case) -> list[BadStudy]:
         ),
         study("clinical_not_json", "not valid JSON", clinical="{age: 50"),
         study("bad_override", "laterality override of 'X'", options={"laterality": "X"}),
-        study("lying_length", "'Pixel Data' element is missing", dicom=lying_length(native)),
+        # what follows the swallowed bytes decides which check fires first
+        study(
+            "lying_length",
+            ("'Pixel Data' element is missing", "could not be parsed"),
+            dicom=lying_length(native),
+        ),
         study("deflate_that_does_not_inflate", "could not be parsed", dicom=broken_deflate(native)),
         study(
             "wrong_sized_pixel_data",
@@ -159,6 +164,12 @@ def bad_studies(case) -> list[BadStudy]:
             "clinical_unknown_field", "'bmi' is not in schema", clinical={**clinical, "bmi": 22.5}
         ),
     ]
+
+
+def names_cause(bad: BadStudy, message: str) -> bool:
+    """Whether ``message`` contains the (or one of the) expected wordings."""
+    expected = (bad.expected,) if isinstance(bad.expected, str) else bad.expected
+    return any(words in message for words in expected)
 
 
 def encapsulated_bad_studies(case) -> list[BadStudy]:
