@@ -380,5 +380,10 @@ def build_repository(
         engines = {
             model: (export_dir / name).with_suffix(suffix) for model, name in GRAPH_FILES.items()
         }
+        if spec.engine_format == "tensorrt":
+            from aln.export.tensorrt import check_plan_compatible
+
+            for plan in engines.values():
+                check_plan_compatible(plan)  # a plan only loads where it was built
         write_repository(out, spec, engines, export_dir / MANIFEST_FILE)
     return Path(out), spec

@@ -120,3 +120,15 @@ def test_configs_only_repository_layout(tmp_path: Path):
     ).read_text()
     warmup = out / "preprocess" / "warmup" / "primary_dicom"
     assert warmup.read_bytes()[128:132] == b"DICM"
+
+
+def test_tensorrt_plans_without_their_build_record_are_refused(tmp_path):
+    """A plan only loads in the TensorRT release and GPU that built it; its sidecar says which."""
+    from aln.export.tensorrt import PlanMismatchError, check_plan_compatible
+
+    plan = tmp_path / "backbone_primary.plan"
+    plan.write_bytes(b"not a plan")
+    with pytest.raises(
+        PlanMismatchError, match="has no backbone_primary.json recording where it was built"
+    ):
+        check_plan_compatible(plan)
