@@ -28,6 +28,7 @@ from aln.preprocessing import contract
 from aln.preprocessing.clinical import ClinicalSchema
 from aln.preprocessing.crop import CropSpec
 from aln.preprocessing.errors import PreprocessingError
+from aln.preprocessing.serving import model_identity
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
@@ -264,10 +265,5 @@ def new_demo_checkpoint(
 
 
 def model_info(manifest: Manifest) -> dict[str, str]:
-    """The model fields every answer's provenance carries."""
-    return {
-        "name": manifest.model_name,
-        "version": manifest.model_version,
-        "weights_sha256": manifest.weights_sha256,
-        "backbone": manifest.backbone,
-    }
+    """The model fields every answer's provenance carries (the served model's, exactly)."""
+    return model_identity(asdict(manifest))

@@ -163,6 +163,20 @@ class RawRequest:
         return cls(primary, region, clinical, aux_dicom, aux_region, options)
 
 
+def model_identity(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """The model fields every answer's provenance carries, from a checkpoint manifest (JSON form).
+
+    The served preprocess model and the in-process reference predictor both use this, so their
+    provenance cannot drift apart.
+    """
+    return {
+        "name": str(manifest["model_name"]),
+        "version": str(manifest["model_version"]),
+        "weights_sha256": str(manifest["weights_sha256"]),
+        "backbone": str(manifest["backbone"]),
+    }
+
+
 class StudyPreprocessor:
     """Everything built once per server instance: schema, crop spec, model identity, limits.
 
@@ -174,12 +188,7 @@ class StudyPreprocessor:
     def __init__(self, manifest: Mapping[str, Any], limits: Limits | None = None) -> None:
         self.schema = ClinicalSchema.from_dict(manifest["clinical_schema"])
         self.crop = CropSpec(**manifest["crop"])
-        self.model_info = {
-            "name": str(manifest["model_name"]),
-            "version": str(manifest["model_version"]),
-            "weights_sha256": str(manifest["weights_sha256"]),
-            "backbone": str(manifest["backbone"]),
-        }
+        self.model_info = model_identity(manifest)
         self.limits = limits or Limits()
 
     @classmethod
