@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from aln import __version__
 from aln.client.errors import AlnClientError, InvalidInputError, ModelUnavailableError
-from aln.commands import data, demo, modelling, serving, training
+from aln.commands import bench, data, demo, modelling, serving, training
 from aln.model.errors import ModelError
 from aln.preprocessing.errors import PreprocessingError
 from aln.training.errors import CohortError
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"aln-triton {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, modelling, serving, training, demo):
+    for module in (data, modelling, serving, training, demo, bench):
         module.register(commands)
     return parser
 

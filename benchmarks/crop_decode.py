@@ -1,6 +1,6 @@
 """Decode-to-crop time per transfer syntax: region decode vs full decode, side by side.
 
-Run: ``make bench-crop`` (or ``python benchmarks/crop_decode.py [--repeats 5]``). Builds one
+Run: ``make bench-crop`` (or ``aln bench crop [--repeats 5]``). Builds one
 synthetic 4096 x 3328 12-bit Hologic mammogram per transfer syntax, then times
 ``preprocess_image`` (header checks, decode, VOI, 50 mm crop, resize, normalise) with
 ``strategy="region"`` and ``strategy="full"`` interleaved on the same bytes, and checks the two
@@ -10,7 +10,6 @@ crops are identical. Writes ``benchmarks/results/crop_decode-<machine>.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -18,19 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine, machine_slug
-
+from aln.benchmarks.machine import describe_machine, write_result
 from aln.preprocessing import Region, preprocess_image
 from aln.preprocessing.synth import TRANSFER_SYNTAXES, synth_case
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--syntaxes", default=",".join(TRANSFER_SYNTAXES))
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     machine = describe_machine()
     rows = []
@@ -74,11 +71,7 @@ def main() -> int:
         "machine": machine,
         "results": rows,
     }
-    out = (
-        args.out or Path(__file__).parent / "results" / f"crop_decode-{machine_slug(machine)}.json"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_result(report, "crop_decode", args.out)
     print(f"machine: {machine['cpu']} ({machine['cores']} cores); wrote {out}")
     return 0 if all(r["identical"] for r in rows) else 1
 

@@ -1,64 +1,116 @@
-"""Export time and engine speed: torch eager vs ONNX Runtime, side by side in one run.
+"""Engine speed in process: torch eager vs ONNX Runtime (and torch CUDA), side by side.
 
-Run: ``python benchmarks/engines.py [--backbones swinv2_tiny_window8_256,...] [--batches 1,8,32]``.
-For each backbone: build a seeded demo network, time the ONNX export (graph + full checker),
-then time one backbone forward at each batch size, torch eager and ONNX Runtime interleaved,
-medians of ``--repeats``. Writes ``benchmarks/results/engines-<machine>.json``.
+``aln bench engines [--backbones swinv2_tiny_window8_256,...] [--batches 1,8,32]``. For each
+backbone: build a seeded demo network, time the ONNX export (graph + full checker), then time one
+backbone forward at each batch size, the engines interleaved, medians of ``--repeats``. On a
+machine with CUDA it adds torch CUDA in fp32, fp16 and bf16 (autocast). It also measures the
+machine's matrix-multiply peak (fp32 GEMM, all threads) and reports each engine's achieved
+GFLOP/s, counted with ``torch.utils.flop_counter`` on the backbone, as a fraction of that peak.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine, machine_slug
-
-from aln.export.onnx_export import export_onnx
-from aln.export.parity import ort_session
-from aln.model.network import AlnNet
+from aln.benchmarks.machine import describe_machine, versions, write_result
 from aln.preprocessing import contract
 
 
-def _median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
+def median_ms(
+    fn: Callable[[], object], repeats: int, sync: Callable[[], None] | None = None
+) -> float:
+    """Median wall time of ``fn`` over ``repeats`` runs after one warm-up run."""
+    fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        if sync is not None:
+            sync()
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbones", default="swinv2_tiny_window8_256")
-    parser.add_argument("--batches", default="1,8,32")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
+def matmul_peak_gflops(device: str = "cpu", size: int = 2048, repeats: int = 5) -> float:
+    """Achieved fp32 GEMM GFLOP/s of ``size``² matrices: the machine's practical peak."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else None
+    ms = median_ms(lambda: torch.mm(a, b), repeats, sync)
+    return 2 * size**3 / (ms / 1000) / 1e9
+
+
+def backbone_gflop(module: torch.nn.Module) -> float:
+    """Floating-point operations of one image through ``module`` (multiply-add = 2), GFLOP."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    image = torch.zeros(1, contract.IMAGE_CHANNELS, contract.IMAGE_SIZE, contract.IMAGE_SIZE)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        module(image)
+    return counter.get_total_flops() / 1e9
+
+
+def _cuda_engines(module: torch.nn.Module, image: np.ndarray) -> dict[str, Callable[[], object]]:
+    gpu = module.to("cuda")
+    tensor = torch.from_numpy(image).to("cuda")
+    engines: dict[str, Callable[[], object]] = {}
+    for name, dtype in (
+        ("cuda_fp32", None),
+        ("cuda_fp16", torch.float16),
+        ("cuda_bf16", torch.bfloat16),
+    ):
+
+        def run(dtype: torch.dtype | None = dtype) -> object:
+            with (
+                torch.inference_mode(),
+                torch.autocast("cuda", dtype=dtype, enabled=dtype is not None),
+            ):
+                return gpu(tensor)
+
+        engines[name] = run
+    return engines
+
+
+def run(
+    backbones: list[str],
+    batches: list[int],
+    repeats: int = 3,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure every backbone at every batch size; return the result document."""
+    from aln.export.onnx_export import export_onnx
+    from aln.export.parity import ort_session
+    from aln.model.network import AlnNet
 
     machine = describe_machine()
     threads = machine["cores"]
     torch.set_num_threads(threads)
+    cuda = torch.cuda.is_available()
+    peak = {"cpu_fp32_gflops": round(matmul_peak_gflops("cpu"), 1)}
+    if cuda:
+        peak["cuda_fp32_gflops"] = round(matmul_peak_gflops("cuda", 8192), 1)
     rows = []
-    for name in args.backbones.split(","):
+    for name in backbones:
         torch.manual_seed(0)
         net = AlnNet(name, 40).eval()
+        gflop = backbone_gflop(net.backbone_primary)
         with tempfile.TemporaryDirectory() as scratch:
             start = time.perf_counter()
             graphs = export_onnx(net, Path(scratch))
             export_s = time.perf_counter() - start
             session = ort_session(graphs[0].path, threads)
-            for batch in map(int, args.batches.split(",")):
+            for batch in batches:
                 image = (
                     np.random.default_rng(0)
                     .standard_normal((batch, 3, contract.IMAGE_SIZE, contract.IMAGE_SIZE))
@@ -66,44 +118,73 @@ def main() -> int:
                 )
                 tensor = torch.from_numpy(image)
 
-                def eager(module=net.backbone_primary, tensor=tensor):
+                def eager(
+                    module: torch.nn.Module = net.backbone_primary, x: torch.Tensor = tensor
+                ) -> object:
                     with torch.inference_mode():
-                        module(tensor)
+                        return module(x)
 
-                def onnxruntime(session=session, image=image):
-                    session.run(None, {contract.BACKBONE_INPUT.name: image})
+                def onnxruntime(session: Any = session, x: np.ndarray = image) -> object:
+                    return session.run(None, {contract.BACKBONE_INPUT.name: x})
 
-                eager_ms, ort_ms = (
-                    _median_ms(eager, args.repeats),
-                    _median_ms(onnxruntime, args.repeats),
-                )
-                row = {
+                engines: dict[str, Callable[[], object]] = {
+                    "torch_eager": eager,
+                    "onnxruntime": onnxruntime,
+                }
+                timings = {key: median_ms(fn, repeats) for key, fn in engines.items()}
+                if cuda:
+                    for key, fn in _cuda_engines(net.backbone_primary, image).items():
+                        timings[key] = median_ms(fn, repeats, torch.cuda.synchronize)
+                    net.backbone_primary.to("cpu")
+                row: dict[str, Any] = {
                     "backbone": name,
                     "batch": batch,
                     "export_s": round(export_s, 2),
-                    "torch_eager_ms": round(eager_ms, 1),
-                    "onnxruntime_ms": round(ort_ms, 1),
-                    "torch_eager_img_s": round(batch * 1000 / eager_ms, 2),
-                    "onnxruntime_img_s": round(batch * 1000 / ort_ms, 2),
+                    "gflop_per_image": round(gflop, 2),
                 }
+                for key, ms in timings.items():
+                    img_s = batch * 1000 / ms
+                    row[f"{key}_ms"] = round(ms, 1)
+                    row[f"{key}_img_s"] = round(img_s, 2)
+                    device_peak = peak[
+                        "cuda_fp32_gflops" if key.startswith("cuda") else "cpu_fp32_gflops"
+                    ]
+                    row[f"{key}_gflops"] = round(img_s * gflop, 1)
+                    row[f"{key}_fraction_of_peak"] = round(img_s * gflop / device_peak, 3)
                 rows.append(row)
-                print(
-                    f"{name} batch {batch:>2}: eager {row['torch_eager_img_s']:6.2f} img/s, "
-                    f"onnxruntime {row['onnxruntime_img_s']:6.2f} img/s "
-                    f"(export {export_s:.1f} s)",
-                    flush=True,
-                )
-    report = {
+                if log is not None:
+                    log(
+                        f"{name} batch {batch:>2}: "
+                        + ", ".join(f"{k} {row[f'{k}_img_s']:.2f} img/s" for k in timings)
+                        + f" ({gflop:.1f} GFLOP/img, export {export_s:.1f} s)"
+                    )
+    return {
         "benchmark": "engines",
         "threads": threads,
-        "statistic": f"median of {args.repeats}",
+        "statistic": f"median of {repeats}",
         "machine": machine,
-        "torch": torch.__version__,
+        "versions": versions(),
+        "matmul_peak": peak,
         "results": rows,
     }
-    out = args.out or Path(__file__).parent / "results" / f"engines-{machine_slug(machine)}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"machine: {machine['cpu']} ({machine['cores']} cores); wrote {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aln bench engines", description=__doc__.splitlines()[0])
+    parser.add_argument("--backbones", default="swinv2_tiny_window8_256")
+    parser.add_argument("--batches", default="1,8,32")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    report = run(
+        args.backbones.split(","), [int(b) for b in args.batches.split(",")], args.repeats, print
+    )
+    out = write_result(report, "engines", args.out)
+    machine = report["machine"]
+    print(
+        f"machine: {machine['cpu']} ({machine['cores']} cores), GPU {machine['gpu']}; "
+        f"fp32 GEMM peak {report['matmul_peak']}; wrote {out}"
+    )
     return 0
 
 

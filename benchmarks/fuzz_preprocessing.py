@@ -1,6 +1,6 @@
 """Mutation fuzzing of ``aln.preprocessing`` with valid synthetic DICOMs as seeds.
 
-Run: ``python benchmarks/fuzz_preprocessing.py [--cases 10000] [--seed 0]``. Each case takes a
+Run: ``aln bench fuzz [--cases 10000] [--seed 0]``. Each case takes a
 valid synthetic mammogram (explicit, JPEG 2000, HTJ2K, JPEG-LS and RLE seeds), applies 1-4
 random mutations (bit flips, byte overwrites, truncation, insertion, chunk duplication, length
 fields set to huge values) and runs the whole preprocessing. The only acceptable outcomes are a
@@ -22,9 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine, machine_slug
-
+from aln.benchmarks.machine import describe_machine, write_result
 from aln.preprocessing import Region, preprocess_image
 from aln.preprocessing.errors import PreprocessingError
 from aln.preprocessing.synth import synth_case
@@ -78,13 +76,13 @@ def run_case(data: bytes, region: Region) -> str:
     return "ok"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-rss-mb", type=float, default=2048)
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
     pool = seeds()
@@ -124,8 +122,7 @@ def main() -> int:
         "total_s": round(time.perf_counter() - start, 1),
         "machine": machine,
     }
-    out = args.out or Path(__file__).parent / "results" / f"fuzz-{machine_slug(machine)}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_result(report, "fuzz", args.out)
     print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=2))
     return 1 if findings else 0
 

@@ -1,8 +1,9 @@
-"""Describe the machine a benchmark ran on (every result file names it)."""
+"""Describe the machine and software a benchmark ran on (every result file names both)."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
 import platform
 import re
@@ -53,3 +54,44 @@ def machine_slug(machine: dict[str, Any]) -> str:
     """A short file-name-safe label: ``gpu-name`` or ``cpu-Ncores``."""
     label = machine["gpu"].split(",")[0] if machine["gpu"] else f"cpu-{machine['cores']}cores"
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+
+
+_PACKAGES = (
+    "aln-triton",
+    "torch",
+    "timm",
+    "onnxruntime",
+    "tritonclient",
+    "nvidia-pytriton",
+    "pydicom",
+)
+
+
+def versions(triton_url: str | None = None) -> dict[str, str | None]:
+    """Installed versions of the packages that shape the figures, and the server's, when asked."""
+    found: dict[str, str | None] = {}
+    for name in _PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    if triton_url is not None:
+        import tritonclient.grpc as grpcclient
+
+        with grpcclient.InferenceServerClient(triton_url) as client:
+            found["tritonserver"] = client.get_server_metadata(as_json=True).get("version")
+    return found
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+"""Where result files go by default (``benchmarks/results/`` in a checkout)."""
+
+
+def write_result(report: dict[str, Any], kind: str, out: Path | None = None) -> Path:
+    """Write a result document as JSON to ``out`` or ``RESULTS/<kind>-<machine slug>.json``."""
+    import json
+
+    path = Path(out) if out else RESULTS / f"{kind}-{machine_slug(report['machine'])}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path

@@ -1,6 +1,6 @@
 """Overload, shedding and recovery of the served ensemble, driven open-loop.
 
-Run: ``python benchmarks/overload.py [--duration-s 60] [--factor 3]``. Builds the demo
+Run: ``aln bench overload [--duration-s 60] [--factor 3]``. Builds the demo
 repository with bounded queueing (``--queue-timeout-s``, optionally ``--max-queue-size``), measures
 capacity
 (studies/s at concurrency 4), then offers ``--factor`` x capacity for ``--duration-s`` seconds at a
@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine, machine_slug
-
+from aln.benchmarks.machine import describe_machine, write_result
+from aln.benchmarks.processes import server_rss_mb
 from aln.client import AlnClientError, AsyncAlnClient, ImageInput, RetryPolicy
 from aln.preprocessing.synth import synth_case
 
@@ -74,21 +73,6 @@ class LoadResult:
                 "max": max(self.rss_mb, default=None),
             },
         }
-
-
-def server_rss_mb(pid: int) -> float:
-    """Resident memory of a process and its descendants (the Python-backend stubs), MB."""
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            with open(f"/proc/{current}/status") as fh:
-                total += next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except (OSError, StopIteration):
-            continue
-        pending += [int(c) for c in children]
-    return round(total / 1024, 1)
 
 
 async def open_loop(
@@ -153,7 +137,7 @@ async def closed_loop_capacity(
         return done / (time.perf_counter() - start)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     from aln.export.repository import build_repository
     from aln.model.checkpoint import new_demo_checkpoint
     from aln.preprocessing import contract
@@ -166,7 +150,7 @@ def main() -> int:
     parser.add_argument("--max-queue-size", type=int, default=0)
     parser.add_argument("--queue-timeout-s", type=float, default=2.0)
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     case = synth_case(np.random.default_rng(1), "hologic", "jpeg2000", laterality="L", view="CC")
     image = ImageInput(case.dicom, case.lesion_centre)
@@ -210,8 +194,7 @@ def main() -> int:
         "after_at_half_capacity": after.summary(),
         "machine": machine,
     }
-    out = args.out or Path(__file__).parent / "results" / f"overload-{machine_slug(machine)}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_result(report, "overload", args.out)
     print(f"after: {json.dumps(after.summary())}\nwrote {out}")
     return 0
 

@@ -23,6 +23,10 @@ class OnnxEngine:
     Args:
         path: The ``.onnx`` file.
         threads: Intra-op threads.
+        spinning: Let idle intra-op threads spin-wait (ONNX Runtime's default). Off by default:
+            in a server the cores are shared with preprocessing; measured on 2 cores, spinning
+            cost 22 core-ms per study in the backbone and 5 in the fusion head
+            (``benchmarks/README.md``).
         skip_all_zero_rows: Skip rows whose every input value is 0 and answer zeros for them.
             The preprocess model sends an all-zero auxiliary image when a study has none (a real
             crop is never all zeros after normalisation), and the fusion head multiplies that
@@ -30,13 +34,21 @@ class OnnxEngine:
             studies without an auxiliary image.
     """
 
-    def __init__(self, path: Path, threads: int = 1, skip_all_zero_rows: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        threads: int = 1,
+        skip_all_zero_rows: bool = False,
+        spinning: bool = False,
+    ) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        if not spinning:  # idle threads sleep, leaving the cores to preprocessing
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]

@@ -62,7 +62,10 @@ class RepositorySpec:
             ``max_queue_size`` (measured in docs/reliability.md), while time-based rejection keeps
             goodput at capacity and recovers; the queue stays bounded by arrival rate x timeout.
         queue_timeout_us: Time a request may wait in a queue before it is rejected.
-        engine_threads: ONNX Runtime intra-op threads per backbone instance (embedded).
+        engine_threads: ONNX Runtime intra-op threads per backbone instance (embedded); the
+            fusion head, a few thousand multiply-adds, always runs on one.
+        engine_spinning: Let idle ONNX Runtime threads spin-wait (embedded); off by default, see
+            :class:`aln.export.engine.OnnxEngine`.
     """
 
     embedding_dim: int
@@ -76,6 +79,7 @@ class RepositorySpec:
     max_queue_size: int = 0
     queue_timeout_us: int = 5_000_000
     engine_threads: int = 2
+    engine_spinning: bool = False
 
     def __post_init__(self) -> None:
         if self.profile not in ("embedded", "production"):
@@ -173,12 +177,17 @@ def _warmup_dims(tensor: TensorSpec) -> list[int]:
 
 
 def _engine_config(
-    spec: RepositorySpec, name: str, inputs: list[mc.ModelInput], outputs: list[mc.ModelOutput]
+    spec: RepositorySpec,
+    name: str,
+    inputs: list[mc.ModelInput],
+    outputs: list[mc.ModelOutput],
+    threads: int,
 ) -> mc.ModelConfig:
     config = mc.ModelConfig(name=name)
     if spec.profile == "embedded":
         config.backend = "python"
-        config.parameters["intra_op_threads"].string_value = str(spec.engine_threads)
+        config.parameters["intra_op_threads"].string_value = str(threads)
+        config.parameters["intra_op_spinning"].string_value = str(spec.engine_spinning).lower()
     elif spec.engine_format == "tensorrt":
         config.platform = "tensorrt_plan"
     else:
@@ -204,6 +213,7 @@ def backbone_config(spec: RepositorySpec, name: str) -> mc.ModelConfig:
         name,
         [_input(contract.BACKBONE_INPUT, spec.widths)],
         [_output(contract.BACKBONE_OUTPUT, spec.widths)],
+        spec.engine_threads,
     )
     if spec.profile == "embedded" and name == contract.BACKBONE_AUXILIARY:
         # studies without an auxiliary image send zeros; see aln.export.engine.OnnxEngine
@@ -218,6 +228,7 @@ def fusion_config(spec: RepositorySpec) -> mc.ModelConfig:
         contract.FUSION_HEAD,
         [_input(t, spec.widths) for t in contract.FUSION_INPUTS],
         [_output(t, spec.widths) for t in contract.FUSION_OUTPUTS],
+        threads=1,
     )
 
 

@@ -18,6 +18,7 @@ import numpy.typing as npt
 from aln.preprocessing import contract
 from aln.preprocessing.clinical import ClinicalSchema
 from aln.preprocessing.crop import CropSpec, Region
+from aln.preprocessing.decode import DecodeStrategy
 from aln.preprocessing.errors import InvalidRequestError
 from aln.preprocessing.header import Limits
 from aln.preprocessing.pipeline import ImageOptions, StudyInput, StudyTensors, preprocess_study
@@ -183,9 +184,17 @@ class StudyPreprocessor:
     Args:
         manifest: The checkpoint manifest (JSON form).
         limits: Resource limits.
+        strategy: ``"region"`` (decode only the crop, served) or ``"full"`` (decode everything:
+            the naive baseline of the benchmarks); identical results.
     """
 
-    def __init__(self, manifest: Mapping[str, Any], limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        manifest: Mapping[str, Any],
+        limits: Limits | None = None,
+        strategy: DecodeStrategy = "region",
+    ) -> None:
+        self.strategy: DecodeStrategy = strategy
         self.schema = ClinicalSchema.from_dict(manifest["clinical_schema"])
         self.crop = CropSpec(**manifest["crop"])
         self.model_info = model_identity(manifest)
@@ -220,5 +229,6 @@ class StudyPreprocessor:
             self.crop,
             auxiliary,
             limits=self.limits,
+            strategy=self.strategy,
             model_info=self.model_info,
         )

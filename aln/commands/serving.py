@@ -51,6 +51,12 @@ def register(commands: Any) -> None:
         default=2,
         help="ONNX Runtime threads per engine instance (embedded)",
     )
+    build.add_argument(
+        "--engine-spinning",
+        action="store_true",
+        help="let idle ONNX Runtime threads spin-wait (off: they sleep and leave the cores to "
+        "preprocessing)",
+    )
     build.set_defaults(handler=run_build_repo)
 
     serve = commands.add_parser(
@@ -116,6 +122,7 @@ def run_build_repo(args: argparse.Namespace) -> int:
         "queue_timeout_us": int(args.queue_timeout_s * 1e6),
         "max_queue_delay_us": args.max_queue_delay_us,
         "engine_threads": args.engine_threads,
+        "engine_spinning": args.engine_spinning,
     }
     try:
         out, spec = build_repository(args.checkpoint, args.out, overrides)

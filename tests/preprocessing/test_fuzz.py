@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aln.benchmarks.fuzz_preprocessing import TIME_LIMIT_S, mutate, run_case, seeds
 from aln.preprocessing import Region, preprocess_image
 from aln.preprocessing.errors import InvalidDicomError
-from benchmarks.fuzz_preprocessing import TIME_LIMIT_S, mutate, run_case, seeds
 
 SEEDS = seeds()
 

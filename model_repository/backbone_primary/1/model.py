@@ -21,6 +21,7 @@ class TritonPythonModel:
             Path(args["model_repository"]) / args["model_version"] / "model.onnx",
             threads=int(parameters.get("intra_op_threads", "1")),
             skip_all_zero_rows=parameters.get("skip_all_zero_rows", "false") == "true",
+            spinning=parameters.get("intra_op_spinning", "false") == "true",
         )
 
     def execute(self, requests):

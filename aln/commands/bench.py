@@ -1,0 +1,50 @@
+"""``aln bench <benchmark> ...``: every benchmark and load test, one command each.
+
+Each benchmark is a module of :mod:`aln.benchmarks` with its own argument parser; this command
+forwards the remaining arguments to it (``aln bench latency --help`` shows that benchmark's
+options). Every one writes a result file naming the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+BENCHMARKS = {
+    "latency": ("latency", "latency sweep of a server over concurrency levels (+ PNG)"),
+    "compare": ("compare", "the ensemble and the naive baseline side by side, with ratios"),
+    "overhead": ("overhead", "served throughput as a share of the engine's, CPU per component"),
+    "engines": ("engines", "engine images/s in process (eager, ONNX Runtime, CUDA), GFLOP/s"),
+    "crop": ("crop_decode", "decode-to-crop time per transfer syntax, region vs full decode"),
+    "search": ("search", "best throughput within a p99 budget over serving configurations"),
+    "report": ("report", "markdown table and plots across result files and devices"),
+    "baseline": ("baseline", "serve the naive baseline (one process, eager torch, gRPC)"),
+    "fuzz": ("fuzz_preprocessing", "mutation fuzzing of the preprocessing"),
+    "overload": ("overload", "open-loop overload, shedding and recovery of the ensemble"),
+}
+
+
+def register(commands: Any) -> None:
+    """Add ``aln bench``."""
+    bench = commands.add_parser(
+        "bench",
+        help="benchmarks and load tests (latency, compare, overhead, engines, ...)",
+        description="Run one benchmark; its options follow its name (aln bench NAME --help). "
+        "Locust: locust -f benchmarks/locustfile.py (see benchmarks/README.md).",
+    )
+    bench.add_argument(
+        "benchmark",
+        choices=tuple(BENCHMARKS),
+        metavar="BENCHMARK",
+        help="; ".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items()),
+    )
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options")
+    bench.set_defaults(handler=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Forward to the benchmark module's ``main``."""
+    module = importlib.import_module(f"aln.benchmarks.{BENCHMARKS[args.benchmark][0]}")
+    status: int = module.main(args.options)
+    return status

@@ -1,0 +1,145 @@
+"""Serving overhead: served throughput as a share of the engine's, and where the CPU goes.
+
+``aln bench overhead [--transfer-syntax explicit,jpeg2000] [--concurrency 8] [--duration-s 30]``
+starts the demo ensemble and, for each transfer syntax separately, (1) drives it closed loop at
+``--concurrency``, recording throughput, Triton's per-model statistics and the CPU time every
+process spent (load generator, Triton core, each Python-backend model), then (2) times the very
+engine the server runs (``backbone_primary/1/model.onnx`` through
+:class:`aln.export.engine.OnnxEngine`, same threads and options) in this process, alone, at the
+mean batch size the dynamic batcher formed during the run. The fraction served / engine-only is
+the share of the engine's throughput that survives Triton, gRPC and preprocessing; the CPU
+breakdown (core-milliseconds per study) says where the rest went.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aln.benchmarks import latency, processes, servers, triton_stats, workload
+from aln.benchmarks.engines import median_ms
+from aln.benchmarks.machine import describe_machine, versions, write_result
+from aln.client import AsyncAlnClient
+from aln.preprocessing import contract
+
+
+def engine_only_img_s(repository: Path, batch: int, repeats: int = 5) -> float:
+    """Images/s of the served primary backbone engine alone in this process at ``batch``."""
+    from aln.export.engine import OnnxEngine
+
+    config = served_engine_parameters(repository)
+    engine = OnnxEngine(
+        repository / contract.BACKBONE_PRIMARY / "1" / "model.onnx",
+        threads=int(config.get("intra_op_threads", "1")),
+        spinning=config.get("intra_op_spinning", "false") == "true",
+    )
+    image = np.random.default_rng(0).standard_normal(
+        (batch, contract.IMAGE_CHANNELS, contract.IMAGE_SIZE, contract.IMAGE_SIZE)
+    )
+    feed = {engine.input_names[0]: image.astype(np.float32)}
+    return batch * 1000 / median_ms(lambda: engine.session.run(None, feed), repeats)
+
+
+def served_engine_parameters(repository: Path) -> dict[str, str]:
+    """The string parameters of the served primary backbone's ``config.pbtxt``."""
+    from aln.export.repository import parse_pbtxt
+
+    text = (repository / contract.BACKBONE_PRIMARY / "config.pbtxt").read_text()
+    config = parse_pbtxt(text)
+    return {key: value.string_value for key, value in config.parameters.items()}
+
+
+async def _drive(url: str, studies: workload.Workload, concurrency: int, seconds: float) -> Any:
+    async with AsyncAlnClient(url, retry=latency.NO_RETRY, timeout_s=120) as client:
+        return await latency.drive(client, studies, concurrency, seconds, 120)
+
+
+def measure(
+    served: servers.Running,
+    studies: workload.Workload,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+) -> dict[str, Any]:
+    """One transfer syntax: served throughput, engine-only throughput, CPU per component."""
+    assert served.repository is not None
+    asyncio.run(_drive(served.url, studies, concurrency, warmup_s))
+    stats_before = triton_stats.snapshot(served.url)
+    cpu_before = processes.cpu_seconds(served.pid)
+    client_before = processes.own_cpu_seconds()
+    tally = asyncio.run(_drive(served.url, studies, concurrency, duration_s))
+    client_s = processes.own_cpu_seconds() - client_before
+    cpu_after = processes.cpu_seconds(served.pid)
+    stats = triton_stats.window(stats_before, triton_stats.snapshot(served.url))
+    level = {"concurrency": concurrency, **tally.summary()}
+    ok = max(level["ok"], 1)
+    core_ms = {"load generator (client)": round(client_s / ok * 1000, 1)}
+    for name, seconds in sorted(cpu_after.items()):
+        core_ms[name] = round((seconds - cpu_before.get(name, 0.0)) / ok * 1000, 1)
+    mean_batch = stats[contract.BACKBONE_PRIMARY]["mean_batch"]
+    batch = max(1, round(mean_batch))
+    engine = engine_only_img_s(served.repository, batch)
+    return {
+        "workload": studies.description,
+        "served": level,
+        "triton": stats,
+        "backbone_mean_batch": mean_batch,
+        "engine_only_batch": batch,
+        "engine_only_img_s": round(engine, 2),
+        "served_fraction_of_engine": round(level["throughput_per_s"] / engine, 3),
+        "cpu_core_ms_per_study": core_ms,
+        "cpu_core_ms_per_study_total": round(sum(core_ms.values()), 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aln bench overhead", description=__doc__.splitlines()[0])
+    servers.add_arguments(parser, url=False)
+    parser.add_argument("--transfer-syntax", default="explicit,jpeg2000")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--duration-s", type=float, default=30.0)
+    parser.add_argument("--warmup-s", type=float, default=5.0)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    rows = []
+    with (
+        servers.workdir(args) as work,
+        servers.ensemble(servers.checkpoint_of(args, work), work) as served,
+    ):
+        for syntax in args.transfer_syntax.split(","):
+            row = measure(
+                served,
+                workload.synthetic((syntax,)),
+                args.concurrency,
+                args.duration_s,
+                args.warmup_s,
+            )
+            rows.append({"transfer_syntax": syntax, **row})
+            print(
+                f"{syntax}: served {row['served']['throughput_per_s']:.2f} studies/s, engine "
+                f"alone {row['engine_only_img_s']:.2f} img/s at batch "
+                f"{row['engine_only_batch']} -> {row['served_fraction_of_engine']:.0%}; "
+                f"CPU core-ms/study {row['cpu_core_ms_per_study']}",
+                flush=True,
+            )
+        configs = triton_stats.repository_configs(served.url, list(rows[0]["triton"]))
+        server_versions = versions(served.url)
+    report = {
+        "benchmark": "overhead",
+        "machine": describe_machine(),
+        "versions": server_versions,
+        "repository": configs,
+        "results": rows,
+    }
+    out = write_result(report, "overhead", args.out)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

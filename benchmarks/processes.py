@@ -1,0 +1,73 @@
+"""Resident memory and CPU time of a server and its child processes, read from ``/proc``.
+
+Triton runs each Python-backend model instance in its own stub process (a child of
+``tritonserver`` whose command line ends with the instance name), so per-process CPU time tells
+where a served study's CPU goes: the Triton core, each preprocess instance, each engine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+_INSTANCE = re.compile(r"\s(\w+?)_\d+_\d+\s")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants still alive."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        found.append(current)
+        pending += [int(c) for c in children]
+    return found
+
+
+def server_rss_mb(pid: int) -> float:
+    """Resident memory of a process and its descendants (the Python-backend stubs), MB."""
+    total = 0
+    for current in process_tree(pid):
+        try:
+            with open(f"/proc/{current}/status") as fh:
+                total += next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            continue
+    return round(total / 1024, 1)
+
+
+def component(pid: int) -> str:
+    """``tritonserver``, a Python-backend model name (``preprocess``, ...) or the program name."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "gone"
+    match = _INSTANCE.search(command + " ")
+    if "triton_python_backend_stub" in command and match:
+        return match.group(1)
+    return Path(command.split(" ", 1)[0]).name or "unknown"
+
+
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system CPU seconds of ``pid``'s tree, summed per :func:`component`."""
+    totals: dict[str, float] = {}
+    for current in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / _TICKS
+        name = component(current)
+        totals[name] = totals.get(name, 0.0) + seconds
+    return totals
+
+
+def own_cpu_seconds() -> float:
+    """User + system CPU seconds of this process (the load generator)."""
+    times = os.times()
+    return times.user + times.system

@@ -1,0 +1,133 @@
+"""Start the servers a benchmark compares: the Triton ensemble and the naive baseline.
+
+Both are context managers yielding a gRPC ``host:port`` that the client SDK can drive; both stop
+their processes on exit, also when the benchmark fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aln.client import AlnClient
+from aln.preprocessing import contract
+
+DEFAULT_BACKBONE = "swinv2_tiny_window8_256"
+
+
+@dataclass(frozen=True)
+class Running:
+    """A server started for a benchmark.
+
+    Attributes:
+        url: gRPC ``host:port``.
+        pid: Its main process (Triton's Python-backend stubs are its children).
+        repository: The model repository it serves (None for the baseline).
+    """
+
+    url: str
+    pid: int
+    repository: Path | None = None
+
+
+def demo_checkpoint(folder: Path, backbone: str = DEFAULT_BACKBONE) -> Path:
+    """A seeded demo checkpoint in ``folder`` (written once, reused after)."""
+    from aln.model.checkpoint import MANIFEST_FILE, new_demo_checkpoint
+
+    checkpoint = Path(folder) / f"checkpoint-{backbone}"
+    if not (checkpoint / MANIFEST_FILE).is_file():
+        new_demo_checkpoint(checkpoint, backbone)
+    return checkpoint
+
+
+@contextlib.contextmanager
+def ensemble(
+    checkpoint: Path, work: Path, spec_overrides: dict[str, Any] | None = None
+) -> Iterator[Running]:
+    """Build a repository from ``checkpoint`` into ``work`` and serve it with tritonserver."""
+    from aln.export.repository import build_repository
+    from aln.server import EmbeddedServer, ServerConfig, free_port
+
+    repo, _ = build_repository(checkpoint, Path(work) / "model_repository", spec_overrides)
+    config = ServerConfig(
+        repo, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port()
+    )
+    with EmbeddedServer(config, log=Path(work) / "tritonserver.log") as server:
+        server.wait_until_ready(contract.ENSEMBLE)
+        yield Running(f"127.0.0.1:{config.grpc_port}", server.process.pid, repo)
+
+
+@contextlib.contextmanager
+def baseline(
+    checkpoint: Path, work: Path, workers: int | None = None, ready_timeout_s: float = 120.0
+) -> Iterator[Running]:
+    """Start :mod:`aln.benchmarks.baseline` in its own process on a free port."""
+    from aln.server import free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "aln.benchmarks.baseline", "--checkpoint", str(checkpoint)]
+    command += ["--port", str(port)] + ([] if workers is None else ["--workers", str(workers)])
+    log = (Path(work) / "baseline.log").open("w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"127.0.0.1:{port}"
+    try:
+        with AlnClient(url) as client:
+            client.wait_until_ready(timeout_s=ready_timeout_s)
+        yield Running(url, process.pid)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def add_arguments(parser: argparse.ArgumentParser, url: bool = True) -> None:
+    """Which server to measure: a running one (``--url``) or one started here."""
+    if url:
+        parser.add_argument(
+            "--url", help="gRPC host:port of a running server (default: start the ensemble here)"
+        )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help=f"checkpoint to serve when starting a server (default: {DEFAULT_BACKBONE} demo)",
+    )
+    parser.add_argument(
+        "--workdir", type=Path, help="where to build checkpoints and repositories (default: temp)"
+    )
+
+
+@contextlib.contextmanager
+def workdir(args: argparse.Namespace) -> Iterator[Path]:
+    """``--workdir`` or a temporary folder removed afterwards."""
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        yield args.workdir
+        return
+    with tempfile.TemporaryDirectory(prefix="aln-bench-") as scratch:
+        yield Path(scratch)
+
+
+def checkpoint_of(args: argparse.Namespace, work: Path) -> Path:
+    """``--checkpoint`` or the seeded demo checkpoint."""
+    return args.checkpoint or demo_checkpoint(work)
+
+
+@contextlib.contextmanager
+def target(args: argparse.Namespace, spec_overrides: dict[str, Any] | None = None) -> Iterator[str]:
+    """The url of ``--url``, or of an ensemble started here from ``--checkpoint``."""
+    if getattr(args, "url", None):
+        yield args.url
+        return
+    with workdir(args) as work, ensemble(checkpoint_of(args, work), work, spec_overrides) as run:
+        yield run.url

@@ -1,0 +1,161 @@
+"""Benchmark result arithmetic and reports, without a server: Triton statistics windows,
+baseline ratios, the configuration search's choice, the cross-device report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aln.benchmarks import compare, report, search, triton_stats
+from aln.benchmarks.latency import Tally, concurrency_list
+from aln.client import InvalidInputError, ModelUnavailableError
+
+MACHINE = {
+    "cpu": "Test CPU",
+    "cores": 2,
+    "gpu": None,
+    "memory_gib": 1,
+    "python": "3",
+    "platform": "x",
+}
+
+
+def _stats(success, queue_ns, infer_ns, executions, inferences, batches):
+    return {
+        "name": "backbone_primary",
+        "execution_count": executions,
+        "inference_count": inferences,
+        "inference_stats": {
+            "success": {"count": success, "ns": infer_ns},
+            "fail": {"count": 0, "ns": 0},
+            "queue": {"count": success, "ns": queue_ns},
+            "compute_infer": {"count": success, "ns": infer_ns},
+        },
+        "batch_stats": [
+            {"batch_size": size, "compute_infer": {"count": count, "ns": 1}}
+            for size, count in batches.items()
+        ],
+    }
+
+
+def test_triton_window_is_the_difference_of_two_snapshots():
+    before = {"backbone_primary": _stats(10, 10e6, 100e6, 5, 10, {1: 2, 4: 2})}
+    after = {
+        "backbone_primary": _stats(30, 50e6, 500e6, 10, 30, {1: 2, 4: 5, 2: 1}),
+        "idle": {"name": "idle", "inference_stats": {}},
+    }
+    window = triton_stats.window(before, after)
+    assert set(window) == {"backbone_primary"}  # idle models are left out
+    row = window["backbone_primary"]
+    assert row["requests"] == 20
+    assert row["executions"] == 5
+    assert row["mean_batch"] == 4.0
+    assert row["queue_ms"] == 2.0  # 40 ms over 20 requests
+    assert row["compute_infer_ms"] == 20.0
+    assert row["batch_sizes"] == {2: 1, 4: 3}
+
+
+def test_tally_counts_errors_by_status_and_throughput_over_the_window():
+    tally = Tally()
+    for i in range(10):
+        tally.record(i * 0.1, i * 0.1 + 0.2, None)
+    tally.record(0.5, 0.6, InvalidInputError("bad", "INVALID_ARGUMENT"))
+    tally.record(0.5, 0.6, ModelUnavailableError("busy", "UNAVAILABLE"))
+    summary = tally.summary()
+    assert summary["ok"] == 10 and summary["requests"] == 12
+    assert summary["errors"] == {"INVALID_ARGUMENT": 1, "UNAVAILABLE": 1}
+    assert summary["throughput_per_s"] == pytest.approx(10 / 1.1, rel=1e-3)
+    assert summary["latency_ms"]["p50"] == pytest.approx(200.0)
+
+
+def test_concurrency_list_rejects_nonsense():
+    assert concurrency_list("1,2,8") == [1, 2, 8]
+    for bad in ("0,1", "a", ""):
+        with pytest.raises(Exception, match="concurrency|integers"):
+            concurrency_list(bad)
+
+
+def _sweep(label, rows):
+    return {
+        "benchmark": "latency",
+        "label": label,
+        "machine": MACHINE,
+        "workload": {"source": "synthetic", "transfer_syntaxes": ["explicit"], "auxiliary": False},
+        "levels": [
+            {
+                "concurrency": c,
+                "throughput_per_s": t,
+                "latency_ms": {"p50": p99 / 2, "p99": p99},
+                "errors": errors,
+            }
+            for c, t, p99, errors in rows
+        ],
+    }
+
+
+def test_compare_ratios_per_concurrency():
+    ours = _sweep("aln_ensemble", [(1, 6.0, 200.0, {}), (8, 9.0, 1000.0, {})])
+    naive = _sweep("baseline", [(1, 3.0, 400.0, {}), (8, 4.0, 2500.0, {})])
+    rows = compare.ratios(ours, naive)
+    assert [r["throughput_ratio"] for r in rows] == [2.0, 2.25]
+    assert [r["p99_ratio"] for r in rows] == [0.5, 0.4]
+    assert "| 8 | 9.0 | 4.0 | 2.25x |" in compare.format_ratios(rows)
+
+
+def test_search_picks_the_fastest_level_within_budget_and_without_errors():
+    levels = _sweep(
+        "x",
+        [
+            (4, 5.0, 900.0, {}),
+            (8, 7.0, 1900.0, {}),
+            (16, 8.0, 4000.0, {}),
+            (12, 9.0, 100.0, {"UNAVAILABLE": 1}),
+        ],
+    )["levels"]
+    assert search.best_within(levels, 2000.0)["concurrency"] == 8
+    assert search.best_within(levels, 50.0) is None
+
+
+def test_report_tables_every_kind_and_names_each_device(tmp_path):
+    gpu = dict(MACHINE, gpu="NVIDIA H100 80GB HBM3, 81559 MiB, 550.54")
+    files = []
+    docs = {
+        "latency-cpu.json": _sweep("aln_ensemble", [(1, 6.0, 200.0, {}), (8, 9.0, 1000.0, {})]),
+        "latency-gpu.json": dict(_sweep("aln_ensemble", [(8, 90.0, 150.0, {})]), machine=gpu),
+        "compare.json": {
+            "benchmark": "compare",
+            "machine": MACHINE,
+            "ensemble": _sweep("aln_ensemble", [(8, 9.0, 1000.0, {})]),
+            "baseline": _sweep("baseline", [(8, 4.0, 2500.0, {})]),
+            "ratios": compare.ratios(
+                _sweep("a", [(8, 9.0, 1000.0, {})]), _sweep("b", [(8, 4.0, 2500.0, {})])
+            ),
+        },
+        "engines.json": {
+            "benchmark": "engines",
+            "machine": gpu,
+            "results": [
+                {"backbone": "swinv2_tiny_window8_256", "batch": 8, "cuda_fp16_img_s": 900.0}
+            ],
+        },
+    }
+    for name, doc in docs.items():
+        (tmp_path / name).write_text(json.dumps(doc))
+        files.append(tmp_path / name)
+    path = report.write_report(files, tmp_path / "out")
+    text = path.read_text()
+    assert "Test CPU (2 cores)" in text and "NVIDIA H100 80GB HBM3" in text
+    assert "| 2.25x |" in text
+    assert "cuda_fp16 | 900.0" in text
+    assert (tmp_path / "out" / "report-latency.png").stat().st_size > 1000
+    assert (tmp_path / "out" / "report-engines.png").stat().st_size > 1000
+
+
+def test_report_refuses_a_file_that_is_not_a_result(tmp_path):
+    bad = tmp_path / "notes.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(report.ReportError, match="notes.json.*not a benchmark result"):
+        report.write_report([bad], tmp_path / "out")
+    with pytest.raises(report.ReportError, match="Cannot read result file"):
+        report.write_report([tmp_path / "missing.json"], tmp_path / "out")

@@ -1,0 +1,102 @@
+"""Benchmark smoke tests against the real server: a short latency sweep with Triton's statistics,
+the naive baseline answering like the ensemble, the overhead measurement, and a short headless
+locust run whose invalid requests are counted as the right failure."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aln.benchmarks import latency, overhead, servers, workload
+from aln.client import AlnClient, InvalidInputError
+from aln.preprocessing import contract
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def explicit_workload():
+    return workload.synthetic(("explicit",), per_syntax=1)
+
+
+def test_latency_sweep_records_throughput_percentiles_and_triton_statistics(
+    served, explicit_workload
+):
+    _, _, url = served
+    result = latency.sweep(url, explicit_workload, [1, 2], duration_s=3, warmup_s=1)
+    assert result["machine"]["cores"] >= 1 and result["versions"]["tritonserver"]
+    assert result["repository"][contract.BACKBONE_PRIMARY]["max_batch_size"] == 8
+    for level in result["levels"]:
+        assert level["ok"] >= 2 and not level["errors"]
+        assert (
+            level["latency_ms"]["p50"] <= level["latency_ms"]["p99"] <= level["latency_ms"]["max"]
+        )
+        stats = level["triton"]
+        assert stats[contract.PREPROCESS]["requests"] == level["ok"]
+        backbone = stats[contract.BACKBONE_PRIMARY]
+        assert sum(n * size for size, n in backbone["batch_sizes"].items()) == backbone["requests"]
+        assert backbone["compute_infer_ms"] > 0
+
+
+def test_baseline_answers_like_the_ensemble_and_names_bad_input(
+    served, explicit_workload, tmp_path
+):
+    _, checkpoint, url = served
+    study = explicit_workload.studies[0]
+    with AlnClient(url) as client:
+        expected = client.predict(study.primary, study.clinical)
+    with servers.baseline(checkpoint, tmp_path) as naive, AlnClient(naive.url) as client:
+        got = client.predict(study.primary, study.clinical)
+        assert got.probability == pytest.approx(expected.probability, abs=1e-4)
+        assert got.provenance["primary"] == expected.provenance["primary"]
+        with pytest.raises(InvalidInputError, match="age_years"):
+            client.predict(
+                study.primary, {k: v for k, v in study.clinical.items() if k != "age_years"}
+            )
+        result = latency.sweep(naive.url, explicit_workload, [1], duration_s=2, warmup_s=0)
+    assert result["levels"][0]["ok"] >= 1
+    assert "triton" not in result["levels"][0] and result["repository"] == {}
+
+
+def test_overhead_attributes_cpu_to_server_components(served, explicit_workload):
+    server, _, url = served
+    running = servers.Running(url, server.process.pid, server.config.repository)
+    row = overhead.measure(running, explicit_workload, 2, duration_s=3, warmup_s=1)
+    cpu = row["cpu_core_ms_per_study"]
+    assert {"tritonserver", contract.PREPROCESS, contract.BACKBONE_PRIMARY} <= set(cpu)
+    assert cpu[contract.BACKBONE_PRIMARY] > cpu[contract.FUSION_HEAD]
+    assert row["engine_only_img_s"] > 0 and 0 < row["served_fraction_of_engine"] < 1.5
+
+
+def test_locust_headless_run_counts_requests_and_invalid_ones_as_the_right_failure(
+    served, tmp_path
+):
+    _, _, url = served
+    prefix = tmp_path / "locust"
+    command = [
+        sys.executable, "-m", "locust", "-f", str(ROOT / "benchmarks" / "locustfile.py"),
+        "--headless", "--host", url, "--users", "3", "--spawn-rate", "3", "--run-time", "12s",
+        "--csv", str(prefix), "--html", str(tmp_path / "locust.html"),
+        "--aln-syntaxes", "explicit", "--aln-invalid-share", "0.4", "--aln-aux-share", "0.5",
+        "--only-summary",
+    ]  # fmt: skip
+    subprocess.run(command, check=False, capture_output=True, timeout=120)
+    stats = {
+        row["Name"]: row
+        for row in csv.DictReader(Path(f"{prefix}_stats.csv").read_text().splitlines())
+    }
+    valid = {k: v for k, v in stats.items() if k.startswith("valid/")}
+    invalid = {k: v for k, v in stats.items() if k.startswith("invalid/")}
+    assert valid and sum(int(v["Request Count"]) for v in valid.values()) >= 3
+    assert all(v["Failure Count"] == "0" for v in valid.values())
+    assert invalid and all(v["Request Count"] == v["Failure Count"] for v in invalid.values())
+    failures = list(csv.DictReader(Path(f"{prefix}_failures.csv").read_text().splitlines()))
+    assert failures and all(
+        f["Name"].startswith("invalid/") and "INVALID_ARGUMENT" in f["Error"] for f in failures
+    )
+    assert (tmp_path / "locust.html").stat().st_size > 1000
