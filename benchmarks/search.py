@@ -44,13 +44,18 @@ def search(
     log: Any = None,
 ) -> dict[str, Any]:
     """Measure every combination of ``grid``; return them ranked (best first)."""
+    from aln.export.pipeline import export_checkpoint
+
+    exported = work / "export"
+    if not exported.is_dir():  # export (and check parity) once; every trial builds from it
+        export_checkpoint(checkpoint, exported)
     trials = []
     for values in itertools.product(*(grid[k] for k in GRID)):
         spec = dict(zip(GRID, values, strict=True))
         name = ",".join(f"{k}={v}" for k, v in spec.items())
         trial_dir = work / name.replace(",", "_").replace("=", "-")
         trial_dir.mkdir(parents=True, exist_ok=True)
-        with servers.ensemble(checkpoint, trial_dir, spec) as served:
+        with servers.ensemble(exported, trial_dir, spec) as served:
             result = latency.sweep(
                 served.url,
                 studies,

@@ -51,7 +51,13 @@ def demo_checkpoint(folder: Path, backbone: str = DEFAULT_BACKBONE) -> Path:
 def ensemble(
     checkpoint: Path, work: Path, spec_overrides: dict[str, Any] | None = None
 ) -> Iterator[Running]:
-    """Build a repository from ``checkpoint`` into ``work`` and serve it with tritonserver."""
+    """Build a repository into ``work`` and serve it with tritonserver.
+
+    Args:
+        checkpoint: A checkpoint (exported on the way) or an ``aln export`` folder.
+        work: Scratch folder (repository and server log).
+        spec_overrides: :class:`aln.export.repository.RepositorySpec` fields.
+    """
     from aln.export.repository import build_repository
     from aln.server import EmbeddedServer, ServerConfig, free_port
 

@@ -52,7 +52,12 @@ class RepositorySpec:
         clinical_dim: Clinical vector width (from the checkpoint's schema).
         profile: ``embedded`` or ``production``.
         engine_format: Engines as ONNX or TensorRT plans (production only).
-        max_batch: ``max_batch_size`` of every model.
+        max_batch: ``max_batch_size`` of the engines (backbones, fusion head).
+        preprocess_max_batch: ``max_batch_size`` of ``preprocess`` and of the ensemble (a client
+            request carries one study). 1 by default: the preprocess model handles a batch one
+            study after another, so batching saves nothing and makes every study wait for its
+            batch-mates; under overload a batch of 32 held studies for seconds past the queue
+            timeout (docs/reliability.md).
         preprocess_instances: Python processes decoding DICOM in parallel.
         backbone_instances: Instances of each backbone.
         max_queue_delay_us: How long the dynamic batcher waits to grow a batch.
@@ -73,6 +78,7 @@ class RepositorySpec:
     profile: Profile = "embedded"
     engine_format: EngineFormat = "onnx"
     max_batch: int = 32
+    preprocess_max_batch: int = 1
     preprocess_instances: int = 2
     backbone_instances: int = 1
     max_queue_delay_us: int = 2000
@@ -92,6 +98,7 @@ class RepositorySpec:
             )
         for name in (
             "max_batch",
+            "preprocess_max_batch",
             "preprocess_instances",
             "backbone_instances",
             "engine_threads",
@@ -140,8 +147,10 @@ def _output(spec: TensorSpec, widths: dict[str, int], name: str | None = None) -
     )
 
 
-def _scheduling(spec: RepositorySpec, config: mc.ModelConfig, instances: int) -> None:
-    config.max_batch_size = spec.max_batch
+def _scheduling(
+    spec: RepositorySpec, config: mc.ModelConfig, instances: int, max_batch: int
+) -> None:
+    config.max_batch_size = max_batch
     batching = config.dynamic_batching
     batching.max_queue_delay_microseconds = spec.max_queue_delay_us
     policy = batching.default_queue_policy
@@ -160,7 +169,7 @@ def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     config = mc.ModelConfig(name=contract.PREPROCESS, backend="python")
     config.input.extend(_input(t, spec.widths) for t in contract.ENSEMBLE_INPUTS)
     config.output.extend(_output(t, spec.widths) for t in contract.PREPROCESS_OUTPUTS)
-    _scheduling(spec, config, spec.preprocess_instances)
+    _scheduling(spec, config, spec.preprocess_instances, spec.preprocess_max_batch)
     warmup = config.model_warmup.add(name="synthetic_study", batch_size=1)
     for tensor in (contract.PRIMARY_DICOM, contract.PRIMARY_REGION, contract.CLINICAL_RECORD):
         item = warmup.inputs[tensor.name]
@@ -194,7 +203,7 @@ def _engine_config(
         config.platform = "onnxruntime_onnx"
     config.input.extend(inputs)
     config.output.extend(outputs)
-    _scheduling(spec, config, spec.backbone_instances)
+    _scheduling(spec, config, spec.backbone_instances, spec.max_batch)
     warmup = config.model_warmup.add(name="zeros", batch_size=1)
     for tensor in inputs:
         item = warmup.inputs[tensor.name]
@@ -235,7 +244,7 @@ def fusion_config(spec: RepositorySpec) -> mc.ModelConfig:
 def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     """``aln_ensemble``: the four steps wired by tensor name."""
     config = mc.ModelConfig(
-        name=contract.ENSEMBLE, platform="ensemble", max_batch_size=spec.max_batch
+        name=contract.ENSEMBLE, platform="ensemble", max_batch_size=spec.preprocess_max_batch
     )
     config.input.extend(_input(t, spec.widths) for t in contract.ENSEMBLE_INPUTS)
     for tensor in config.input:

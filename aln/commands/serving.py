@@ -31,7 +31,14 @@ def register(commands: Any) -> None:
     )
     build.add_argument("--preprocess-instances", type=int, default=2)
     build.add_argument("--backbone-instances", type=int, default=1)
-    build.add_argument("--max-batch", type=int, default=32)
+    build.add_argument("--max-batch", type=int, default=32, help="engines' max batch size")
+    build.add_argument(
+        "--preprocess-max-batch",
+        type=int,
+        default=1,
+        help="preprocess (and ensemble) max batch size; 1 keeps studies from waiting on "
+        "batch-mates",
+    )
     build.add_argument(
         "--max-queue-size",
         type=int,
@@ -118,6 +125,7 @@ def run_build_repo(args: argparse.Namespace) -> int:
         "preprocess_instances": args.preprocess_instances,
         "backbone_instances": args.backbone_instances,
         "max_batch": args.max_batch,
+        "preprocess_max_batch": args.preprocess_max_batch,
         "max_queue_size": args.max_queue_size,
         "queue_timeout_us": int(args.queue_timeout_s * 1e6),
         "max_queue_delay_us": args.max_queue_delay_us,

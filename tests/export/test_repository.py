@@ -63,8 +63,10 @@ def test_composing_models_batch_queue_and_warm_up():
     for name, config in model_configs(spec).items():
         if name == contract.ENSEMBLE:
             assert not config.HasField("dynamic_batching")  # an ensemble has no queue of its own
+            assert config.max_batch_size == 1  # one study per request
             continue
-        assert config.max_batch_size == 16
+        # preprocess takes one study at a time per instance; the engines batch
+        assert config.max_batch_size == (1 if name == contract.PREPROCESS else 16)
         policy = config.dynamic_batching.default_queue_policy
         assert policy.max_queue_size == 10 and policy.default_timeout_microseconds == 5_000_000
         assert policy.timeout_action == mc.ModelQueuePolicy.REJECT
