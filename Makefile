@@ -51,7 +51,7 @@ test: install lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench-crop: install
-	$(BIN)/python benchmarks/crop_decode.py
+	$(BIN)/aln bench crop
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -109,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             work,
             studies,
             args.concurrency,
-            duration_s=args.duration_s,
-            warmup_s=args.warmup_s,
-            timeout_s=args.timeout_s,
+            **latency.sweep_settings(args),
             baseline_workers=args.baseline_workers,
             log=print,
         )
@@ -119,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     plot_sweeps(
         [report["ensemble"], report["baseline"]],
         out.with_suffix(".png"),
-        f"ensemble vs naive baseline: {studies.description}",
+        f"ensemble vs naive baseline: {studies.summary()}",
     )
     print(format_ratios(report["ratios"]))
     print(f"wrote {out} and {out.with_suffix('.png')}")

@@ -217,6 +217,11 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, default: str = "1,2,4,8
     parser.add_argument("--timeout-s", type=float, default=60.0, help="per-request deadline")
 
 
+def sweep_settings(args: argparse.Namespace) -> dict[str, float]:
+    """The keyword arguments of :func:`sweep` that :func:`add_sweep_arguments` parsed."""
+    return {"duration_s": args.duration_s, "warmup_s": args.warmup_s, "timeout_s": args.timeout_s}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aln bench latency", description=__doc__.splitlines()[0])
     servers.add_arguments(parser)
@@ -226,19 +231,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="result JSON (PNG written beside it)")
     args = parser.parse_args(argv)
     studies = workload.from_arguments(args)
+    latency_settings = sweep_settings(args)
     with servers.target(args) as url:
         report = sweep(
             url,
             studies,
             args.concurrency,
-            duration_s=args.duration_s,
-            warmup_s=args.warmup_s,
-            timeout_s=args.timeout_s,
             label=args.label,
+            **latency_settings,
             log=print,
         )
     out = write_result(report, f"latency-{args.label}", args.out)
-    plot_sweeps([report], out.with_suffix(".png"), f"{args.label}: {studies.description}")
+    plot_sweeps([report], out.with_suffix(".png"), f"{args.label}: {studies.summary()}")
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
 

@@ -37,6 +37,13 @@ class Workload:
         if not self.studies:
             raise ValueError("A workload needs at least one study")
 
+    def summary(self) -> str:
+        """One line for plot titles and logs."""
+        d = self.description
+        what = ", ".join(d.get("transfer_syntaxes", [])) or str(d.get("source"))
+        aux = "with" if d.get("auxiliary") else "no"
+        return f"{what}; {d.get('studies')} studies of {d.get('mean_dicom_mb')} MB; {aux} auxiliary"
+
     def study(self, i: int) -> Study:
         """The ``i``-th request (cycling)."""
         return self.studies[i % len(self.studies)]
