@@ -50,7 +50,7 @@ def _latency_rows(results: list[dict[str, Any]]) -> list[str]:
             errors = sum(row["errors"].values())
             lines.append(
                 f"| {device_label(result['machine'])} | {result['label']} | {what} | "
-                f"{row['concurrency']} | {row['throughput_per_s']} | {latency.get('p50')} | "
+                f"{row['concurrency']} | {row['throughput_per_s']:.2f} | {latency.get('p50')} | "
                 f"{latency.get('p99')} | {errors} | {result['_file']} |"
             )
     return lines
@@ -83,11 +83,11 @@ def write_report(paths: list[Path], out: Path) -> Path:
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for result in results:
         by_kind.setdefault(result["benchmark"], []).append(result)
-    sweeps = by_kind.get("latency", []) + [
-        side for r in by_kind.get("compare", []) for side in (r["ensemble"], r["baseline"])
-    ]
-    for sweep in sweeps:
-        sweep.setdefault("_file", "")
+    sides = []
+    for result in by_kind.get("compare", []):
+        for side in (result["ensemble"], result["baseline"]):
+            sides.append({**side, "_file": result["_file"]})
+    sweeps = by_kind.get("latency", []) + sides
     lines = ["# aln-triton benchmark report", ""]
     lines += [f"From {len(results)} result files: {', '.join(r['_file'] for r in results)}.", ""]
     if sweeps:
@@ -96,7 +96,8 @@ def write_report(paths: list[Path], out: Path) -> Path:
         lines += ["![latency sweeps](report-latency.png)", ""]
     for result in by_kind.get("compare", []):
         lines += [
-            f"## Ensemble vs naive baseline on {device_label(result['machine'])}",
+            f"## Ensemble vs naive baseline on {device_label(result['machine'])} "
+            f"({result['_file']})",
             "",
             format_ratios(result["ratios"]),
             "",

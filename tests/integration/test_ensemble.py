@@ -161,7 +161,8 @@ RAW_BAD = {
     ),
     "two_studies_in_one_request": (
         lambda a: {**a, **{k: np.concatenate([v, v]) for k, v in a.items()}},
-        "send one study per request",
+        # the ensemble's max_batch_size is 1, so Triton refuses it before preprocessing
+        "batch-size must be <= 1 for 'aln_ensemble'",
     ),
     "missing_required_input": (
         lambda a: {k: v for k, v in a.items() if k != "clinical_record"},
