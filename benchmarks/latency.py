@@ -27,7 +27,7 @@ from aln.benchmarks import servers, triton_stats, workload
 from aln.benchmarks.machine import describe_machine, versions, write_result
 from aln.benchmarks.plots import plot_sweeps
 from aln.benchmarks.workload import Workload
-from aln.client import AlnClientError, AsyncAlnClient, RetryPolicy
+from aln.client import AlnClient, AlnClientError, AsyncAlnClient, RetryPolicy
 from aln.preprocessing import contract
 
 PERCENTILES = (50, 90, 95, 99)
@@ -142,6 +142,7 @@ def sweep(
     timeout_s: float = 60.0,
     label: str = "aln_ensemble",
     log: Any = None,
+    ready_timeout_s: float = 30.0,
 ) -> dict[str, Any]:
     """Measure each concurrency in turn; return the result document (JSON-ready).
 
@@ -154,7 +155,13 @@ def sweep(
         timeout_s: Per-request deadline.
         label: What is being measured (``aln_ensemble``, ``baseline``, a configuration name).
         log: Called with a one-line summary after each level (e.g. ``print``).
+        ready_timeout_s: How long to wait for the server to be ready before measuring.
+
+    Raises:
+        ModelUnavailableError: The server or the ensemble is not ready in ``ready_timeout_s``.
     """
+    with AlnClient(url) as client:
+        client.wait_until_ready(timeout_s=ready_timeout_s)
     triton = is_triton(url)
     levels = []
     for concurrency in concurrencies:

@@ -11,6 +11,7 @@ import contextlib
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,26 @@ def ensemble(
         yield Running(f"127.0.0.1:{config.grpc_port}", server.process.pid, repo)
 
 
+def _wait_for(process: subprocess.Popen[bytes], url: str, timeout_s: float, log: Path) -> None:
+    """Wait until the baseline answers ready; fail at once, with its log, if it exits."""
+    from aln.client import ModelUnavailableError
+
+    deadline = time.monotonic() + timeout_s
+    with AlnClient(url) as client:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"The baseline server exited with status {process.returncode} before it was "
+                    f"ready; its log ends:\n{log.read_text()[-2000:]}"
+                )
+            try:
+                client.wait_until_ready(timeout_s=1.0, poll_s=0.2)
+                return
+            except ModelUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+
+
 @contextlib.contextmanager
 def baseline(
     checkpoint: Path, work: Path, workers: int | None = None, ready_timeout_s: float = 120.0
@@ -84,8 +105,7 @@ def baseline(
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"127.0.0.1:{port}"
     try:
-        with AlnClient(url) as client:
-            client.wait_until_ready(timeout_s=ready_timeout_s)
+        _wait_for(process, url, ready_timeout_s, Path(work) / "baseline.log")
         yield Running(url, process.pid)
     finally:
         process.terminate()

@@ -69,6 +69,17 @@ def test_tally_counts_errors_by_status_and_throughput_over_the_window():
     assert summary["latency_ms"]["p50"] == pytest.approx(200.0)
 
 
+def test_sweep_of_an_unreachable_server_fails_fast_and_says_so():
+    from aln.benchmarks.latency import sweep
+    from aln.benchmarks.workload import Workload
+    from aln.client import ImageInput, Study
+    from aln.server import free_port
+
+    studies = Workload([Study(ImageInput(b"x", (1.0, 1.0)), {})])
+    with pytest.raises(ModelUnavailableError, match="was not ready within 1 s"):
+        sweep(f"127.0.0.1:{free_port()}", studies, [1], duration_s=1, ready_timeout_s=1)
+
+
 def test_concurrency_list_rejects_nonsense():
     assert concurrency_list("1,2,8") == [1, 2, 8]
     for bad in ("0,1", "a", ""):
