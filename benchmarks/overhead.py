@@ -5,10 +5,11 @@ starts the demo ensemble and, for each transfer syntax separately, (1) drives it
 ``--concurrency``, recording throughput, Triton's per-model statistics and the CPU time every
 process spent (load generator, Triton core, each Python-backend model), then (2) times the very
 engine the server runs (``backbone_primary/1/model.onnx`` through
-:class:`aln.export.engine.OnnxEngine`, same threads and options) in this process, alone, at the
-mean batch size the dynamic batcher formed during the run. The fraction served / engine-only is
-the share of the engine's throughput that survives Triton, gRPC and preprocessing; the CPU
-breakdown (core-milliseconds per study) says where the rest went.
+:class:`aln.export.engine.OnnxEngine`, as many sessions as served instances, same threads and
+options) in this process, alone, at the mean batch size the dynamic batcher formed during the
+run. The fraction served / engine-only is the share of the engine's throughput that survives
+Triton, gRPC and preprocessing; the CPU breakdown (core-milliseconds per study) says where the
+rest went.
 """
 
 from __future__ import annotations
@@ -16,42 +17,63 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from aln.benchmarks import latency, processes, servers, triton_stats, workload
-from aln.benchmarks.engines import median_ms
 from aln.benchmarks.machine import describe_machine, versions, write_result
 from aln.client import AsyncAlnClient
 from aln.preprocessing import contract
 
 
 def engine_only_img_s(repository: Path, batch: int, repeats: int = 5) -> float:
-    """Images/s of the served primary backbone engine alone in this process at ``batch``."""
+    """Images/s of the served primary backbone alone in this process at ``batch``.
+
+    Runs as served: as many ONNX Runtime sessions as the model has instances, each with the
+    served threads and options, all busy at once (ONNX Runtime releases the GIL), after one
+    warm-up run each; returns their aggregate rate.
+    """
     from aln.export.engine import OnnxEngine
 
-    config = served_engine_parameters(repository)
-    engine = OnnxEngine(
-        repository / contract.BACKBONE_PRIMARY / "1" / "model.onnx",
-        threads=int(config.get("intra_op_threads", "1")),
-        spinning=config.get("intra_op_spinning", "false") == "true",
-    )
+    config = served_backbone_config(repository)
+    parameters = {key: value.string_value for key, value in config.parameters.items()}
+    engines = [
+        OnnxEngine(
+            repository / contract.BACKBONE_PRIMARY / "1" / "model.onnx",
+            threads=int(parameters.get("intra_op_threads", "1")),
+            spinning=parameters.get("intra_op_spinning", "false") == "true",
+        )
+        for _ in range(max(1, sum(group.count for group in config.instance_group)))
+    ]
     image = np.random.default_rng(0).standard_normal(
         (batch, contract.IMAGE_CHANNELS, contract.IMAGE_SIZE, contract.IMAGE_SIZE)
     )
-    feed = {engine.input_names[0]: image.astype(np.float32)}
-    return batch * 1000 / median_ms(lambda: engine.session.run(None, feed), repeats)
+    feed = {engines[0].input_names[0]: image.astype(np.float32)}
+
+    def work(engine: Any) -> None:
+        for _ in range(repeats):
+            engine.session.run(None, feed)
+
+    for engine in engines:
+        engine.session.run(None, feed)
+    threads = [threading.Thread(target=work, args=(engine,)) for engine in engines]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return len(engines) * repeats * batch / (time.perf_counter() - start)
 
 
-def served_engine_parameters(repository: Path) -> dict[str, str]:
-    """The string parameters of the served primary backbone's ``config.pbtxt``."""
+def served_backbone_config(repository: Path) -> Any:
+    """The served primary backbone's ``config.pbtxt`` as a ``ModelConfig``."""
     from aln.export.repository import parse_pbtxt
 
-    text = (repository / contract.BACKBONE_PRIMARY / "config.pbtxt").read_text()
-    config = parse_pbtxt(text)
-    return {key: value.string_value for key, value in config.parameters.items()}
+    return parse_pbtxt((repository / contract.BACKBONE_PRIMARY / "config.pbtxt").read_text())
 
 
 async def _drive(url: str, studies: workload.Workload, concurrency: int, seconds: float) -> Any:

@@ -1,10 +1,11 @@
 """Configuration search: the best served throughput within a p99 latency budget.
 
 ``aln bench search --preprocess-instances 1,2 --max-batch 8,32 --queue-delay-us 0,2000
---concurrency 8 --p99-budget-ms 2000`` builds one repository per combination (the rest of the
-spec at its defaults), starts it, runs the same latency sweep on the same workload, and ranks the
-combinations by their best throughput at any measured concurrency whose p99 stays within the
-budget. Combinations that never meet the budget are listed last.
+[--backbone-instances 1,2 --engine-threads 1,2] --concurrency 8 --p99-budget-ms 2000`` builds
+one repository per combination (the rest of the spec at its defaults), starts it, runs the same
+latency sweep on the same workload, and ranks the combinations by their best throughput at any
+measured concurrency whose p99 stays within the budget. Combinations that never meet the budget
+are listed last.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from typing import Any
 from aln.benchmarks import latency, servers, workload
 from aln.benchmarks.machine import describe_machine, write_result
 
-GRID = ("preprocess_instances", "max_batch", "max_queue_delay_us")
+GRID = (
+    "preprocess_instances",
+    "max_batch",
+    "max_queue_delay_us",
+    "backbone_instances",
+    "engine_threads",
+)
 
 
 def best_within(levels: list[dict[str, Any]], budget_ms: float) -> dict[str, Any] | None:
@@ -110,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preprocess-instances", type=_ints, default=[1, 2])
     parser.add_argument("--max-batch", type=_ints, default=[8, 32])
     parser.add_argument("--queue-delay-us", type=_ints, default=[0, 2000])
+    parser.add_argument("--backbone-instances", type=_ints, default=[1])
+    parser.add_argument("--engine-threads", type=_ints, default=[2], help="per engine instance")
     parser.add_argument("--p99-budget-ms", type=float, default=2000.0)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -117,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         "preprocess_instances": args.preprocess_instances,
         "max_batch": args.max_batch,
         "max_queue_delay_us": args.queue_delay_us,
+        "backbone_instances": args.backbone_instances,
+        "engine_threads": args.engine_threads,
     }
     with servers.workdir(args) as work:
         report = search(

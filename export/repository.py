@@ -59,7 +59,12 @@ class RepositorySpec:
             batch-mates; under overload a batch of 32 held studies for seconds past the queue
             timeout (docs/reliability.md).
         preprocess_instances: Python processes decoding DICOM in parallel.
-        backbone_instances: Instances of each backbone.
+        backbone_instances: Instances of each engine (backbones and fusion head). Two
+            single-threaded instances by default: on the 2-core CI machine they served 8.8
+            studies/s at concurrency 8 against 8.1 for one two-threaded instance (a parallel
+            ONNX Runtime run waits for its slowest thread, and preprocessing shares the cores),
+            at the cost of single-request latency (p50 216 vs 165 ms); ``aln bench search``
+            measures both on other machines (``benchmarks/README.md``).
         max_queue_delay_us: How long the dynamic batcher waits to grow a batch.
         max_queue_size: Requests queued per model beyond which new ones are rejected; 0 (the
             default) sets no size bound and sheds by time only. Triton 2.51 (the embedded
@@ -80,11 +85,11 @@ class RepositorySpec:
     max_batch: int = 32
     preprocess_max_batch: int = 1
     preprocess_instances: int = 2
-    backbone_instances: int = 1
+    backbone_instances: int = 2
     max_queue_delay_us: int = 2000
     max_queue_size: int = 0
     queue_timeout_us: int = 5_000_000
-    engine_threads: int = 2
+    engine_threads: int = 1
     engine_spinning: bool = False
 
     def __post_init__(self) -> None:

@@ -30,7 +30,7 @@ def register(commands: Any) -> None:
         help="engine format (tensorrt: production profile, GPU)",
     )
     build.add_argument("--preprocess-instances", type=int, default=2)
-    build.add_argument("--backbone-instances", type=int, default=1)
+    build.add_argument("--backbone-instances", type=int, default=2, help="instances of each engine")
     build.add_argument("--max-batch", type=int, default=32, help="engines' max batch size")
     build.add_argument(
         "--preprocess-max-batch",
@@ -55,7 +55,7 @@ def register(commands: Any) -> None:
     build.add_argument(
         "--engine-threads",
         type=int,
-        default=2,
+        default=1,
         help="ONNX Runtime threads per engine instance (embedded)",
     )
     build.add_argument(
