@@ -67,7 +67,7 @@ def _output(response: Any, name: str, array: npt.NDArray[Any]) -> None:
         response.raw_output_contents.append(array.astype(np.float32).tobytes())
 
 
-class BaselineServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+class BaselineServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     """Eager torch, one request at a time per worker thread, full DICOM decode.
 
     Args:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from aln.benchmarks.machine import describe_machine, versions, write_result
@@ -61,7 +62,9 @@ def backbone_gflop(module: torch.nn.Module) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def _cuda_engines(module: torch.nn.Module, image: np.ndarray) -> dict[str, Callable[[], object]]:
+def _cuda_engines(
+    module: torch.nn.Module, image: npt.NDArray[np.float32]
+) -> dict[str, Callable[[], object]]:
     gpu = module.to("cuda")
     tensor = torch.from_numpy(image).to("cuda")
     engines: dict[str, Callable[[], object]] = {}
@@ -124,7 +127,9 @@ def run(
                     with torch.inference_mode():
                         return module(x)
 
-                def onnxruntime(session: Any = session, x: np.ndarray = image) -> object:
+                def onnxruntime(
+                    session: Any = session, x: npt.NDArray[np.float32] = image
+                ) -> object:
                     return session.run(None, {contract.BACKBONE_INPUT.name: x})
 
                 engines: dict[str, Callable[[], object]] = {

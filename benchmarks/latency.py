@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -57,8 +57,10 @@ class Tally:
         """Counts, throughput (successes per second of the window) and latency percentiles."""
         elapsed = max(self.last_end - self.first_start, 0.0) if self.last_end > 0 else 0.0
         values = self.latencies_ms
-        latency = {f"p{q}": round(float(np.percentile(values, q)), 1) for q in PERCENTILES}
-        latency["max"] = round(max(values), 1) if values else None
+        latency: dict[str, float] = {}
+        if values:
+            latency = {f"p{q}": round(float(np.percentile(values, q)), 1) for q in PERCENTILES}
+            latency["max"] = round(max(values), 1)
         return {
             "requests": len(values) + sum(self.errors.values()),
             "ok": len(values),
@@ -224,9 +226,19 @@ def add_sweep_arguments(parser: argparse.ArgumentParser, default: str = "1,2,4,8
     parser.add_argument("--timeout-s", type=float, default=60.0, help="per-request deadline")
 
 
-def sweep_settings(args: argparse.Namespace) -> dict[str, float]:
+class SweepSettings(TypedDict):
+    """Timing of a sweep: measured window, warm-up and request deadline per level (seconds)."""
+
+    duration_s: float
+    warmup_s: float
+    timeout_s: float
+
+
+def sweep_settings(args: argparse.Namespace) -> SweepSettings:
     """The keyword arguments of :func:`sweep` that :func:`add_sweep_arguments` parsed."""
-    return {"duration_s": args.duration_s, "warmup_s": args.warmup_s, "timeout_s": args.timeout_s}
+    return SweepSettings(
+        duration_s=args.duration_s, warmup_s=args.warmup_s, timeout_s=args.timeout_s
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

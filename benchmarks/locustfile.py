@@ -38,7 +38,7 @@ _STUDIES: dict[str, Study] = {}
 _INVALID: dict[str, Study] = {}
 
 
-@events.init_command_line_parser.add_listener
+@events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]
 def _arguments(parser: Any) -> None:
     parser.add_argument("--aln-syntaxes", default="explicit,jpeg2000", help="transfer syntaxes")
     parser.add_argument("--aln-aux-share", type=float, default=0.5, help="share with auxiliary")
@@ -62,7 +62,7 @@ def invalid_studies(valid: Study) -> dict[str, Study]:
     }
 
 
-@events.test_start.add_listener
+@events.test_start.add_listener  # type: ignore[untyped-decorator]
 def _build_workload(environment: Any, **_: Any) -> None:
     options = environment.parsed_options
     syntaxes = tuple(options.aln_syntaxes.split(","))
@@ -81,7 +81,9 @@ class AlnGrpcUser(User):
         options = self.environment.parsed_options
         self.rng = random.Random(options.aln_seed + id(self))
         self.client = AlnClient(
-            self.host, timeout_s=options.aln_timeout_s, retry=RetryPolicy(max_attempts=1)
+            self.host or "localhost:8001",
+            timeout_s=options.aln_timeout_s,
+            retry=RetryPolicy(max_attempts=1),
         )
 
     def on_stop(self) -> None:

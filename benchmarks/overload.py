@@ -78,7 +78,7 @@ class LoadResult:
 async def open_loop(
     url: str,
     image: ImageInput,
-    clinical: dict,
+    clinical: dict[str, Any],
     rate_per_s: float,
     duration_s: float,
     timeout_s: float,
@@ -120,7 +120,7 @@ async def open_loop(
 
 
 async def closed_loop_capacity(
-    url: str, image: ImageInput, clinical: dict, concurrency: int, duration_s: float
+    url: str, image: ImageInput, clinical: dict[str, Any], concurrency: int, duration_s: float
 ) -> float:
     """Studies per second with ``concurrency`` requests always in flight."""
     done = 0

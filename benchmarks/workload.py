@@ -15,9 +15,9 @@ import numpy as np
 
 from aln.client import ImageInput, Study
 from aln.preprocessing.crop import Region
-from aln.preprocessing.synth import TRANSFER_SYNTAXES, synth_case
+from aln.preprocessing.synth import TRANSFER_SYNTAXES, Vendor, synth_case
 
-VENDOR_CYCLE = ("hologic", "ge", "siemens", "fuji")
+VENDOR_CYCLE: tuple[Vendor, ...] = ("hologic", "ge", "siemens", "fuji")
 """Vendors of synthetic workloads, in turn (every grey-level convention, both photometries)."""
 
 
