@@ -3,7 +3,7 @@ r"""Locust load test of the served ensemble over gRPC, through the client SDK.
 Headless, writing CSV and HTML reports (``--host`` is the gRPC ``host:port``)::
 
     locust -f benchmarks/locustfile.py --headless --host 127.0.0.1:8001 \\
-        --users 8 --spawn-rate 4 --run-time 60s \\
+        --users 8 --spawn-rate 4 --run-time 60s --stop-timeout 60 \\
         --csv benchmarks/results/locust --html benchmarks/results/locust.html \\
         --aln-syntaxes explicit,jpeg2000,rle --aln-aux-share 0.5 --aln-invalid-share 0.1
 
@@ -15,7 +15,8 @@ requests succeed or fail with the client's error; ``invalid/<kind>`` requests ar
 fail with INVALID_ARGUMENT and are reported as failures carrying that error, so a run's failure
 table shows at a glance that each invalid kind got the right answer (an invalid study the server
 accepted is reported as ``accepted an invalid study``). SDK retries are off so locust sees every
-refusal.
+refusal. ``--stop-timeout`` defaults to 60 s here (locust's own default, 0, cancels the requests
+in flight when the run ends, which can crash the embedded Triton 2.51 server).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ _INVALID: dict[str, Study] = {}
 
 @events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]
 def _arguments(parser: Any) -> None:
+    # Let users finish the request in flight when the run ends: locust's default kills them, which
+    # cancels their gRPC calls, and Triton 2.51 (the embedded server) can crash when a call is
+    # cancelled while a Python-backend model works on it (README, "Known issue").
+    parser.set_defaults(stop_timeout="60")
     parser.add_argument("--aln-syntaxes", default="explicit,jpeg2000", help="transfer syntaxes")
     parser.add_argument("--aln-aux-share", type=float, default=0.5, help="share with auxiliary")
     parser.add_argument("--aln-invalid-share", type=float, default=0.1, help="share invalid")

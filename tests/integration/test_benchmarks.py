@@ -80,7 +80,7 @@ def test_locust_headless_run_counts_requests_and_invalid_ones_as_the_right_failu
     prefix = tmp_path / "locust"
     command = [
         sys.executable, "-m", "locust", "-f", str(ROOT / "benchmarks" / "locustfile.py"),
-        "--headless", "--host", url, "--users", "3", "--spawn-rate", "3", "--run-time", "12s",
+        "--headless", "--host", url, "--users", "3", "--spawn-rate", "3", "--run-time", "12s", "--stop-timeout", "60",
         "--csv", str(prefix), "--html", str(tmp_path / "locust.html"),
         "--aln-syntaxes", "explicit", "--aln-invalid-share", "0.4", "--aln-aux-share", "0.5",
         "--only-summary",
