@@ -7,7 +7,7 @@ pooling, so ``forward`` gives ``forward_head(forward_features(x), pre_logits=Tru
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aln.model.errors import ModelError
 from aln.preprocessing import contract
@@ -70,7 +70,7 @@ def create_backbone(name: str) -> nn.Module:
     import timm  # deferred: the registry is read by the CLI without loading torch
 
     spec = backbone_spec(name)
-    kwargs = {"img_size": contract.IMAGE_SIZE} if spec.family == "swinv2" else {}
+    kwargs: dict[str, Any] = {"img_size": contract.IMAGE_SIZE} if spec.family == "swinv2" else {}
     model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
     if model.num_features != spec.embedding_dim:
         raise ModelError(

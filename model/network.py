@@ -117,4 +117,7 @@ class AlnNet(nn.Module):
         """
         primary = self.backbone_primary(primary_image)
         auxiliary = self.backbone_auxiliary(auxiliary_image)
-        return self.fusion_head(primary, auxiliary, auxiliary_present, clinical_vector)
+        logit, probability = self.fusion_head(
+            primary, auxiliary, auxiliary_present, clinical_vector
+        )
+        return logit, probability

@@ -44,8 +44,8 @@ class ReferencePredictor:
 
     def __init__(self, checkpoint: Path) -> None:
         self.net: AlnNet
-        self.net, self.manifest = load_checkpoint(Path(checkpoint))
         self.manifest: Manifest
+        self.net, self.manifest = load_checkpoint(Path(checkpoint))
         self.schema = self.manifest.schema
         self.crop = self.manifest.crop_spec
         self.model_info = model_info(self.manifest)

@@ -34,4 +34,5 @@ def augment(
     contrast = rng.uniform(0.9, 1.1)
     out = np.clip(out, 0.0, 1.0) ** gamma
     out = (out - 0.5) * contrast + 0.5
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    result: npt.NDArray[np.float32] = np.clip(out, 0.0, 1.0).astype(np.float32)
+    return result

@@ -76,7 +76,8 @@ class CropCache:
         file = self.folder / f"{self._key(data, region, options)}.npy"
         if file.is_file():
             self.hits += 1
-            return np.load(file)
+            cached: npt.NDArray[np.float32] = np.load(file)
+            return cached
         self.misses += 1
         grey = preprocess_image(data, region, self.spec, options).grey
         self.folder.mkdir(parents=True, exist_ok=True)

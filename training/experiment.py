@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from aln.preprocessing.crop import CropMethod
 from aln.training.cohort import Case
 from aln.training.evaluate import Score, evaluate, score_checkpoint, write_predictions
 from aln.training.metrics import delong_test
@@ -32,7 +33,7 @@ def config_name(config: TrainConfig) -> str:
 
 def grid(
     base: TrainConfig,
-    crops: list[str],
+    crops: list[CropMethod],
     backbones: list[str],
     clinical: list[bool],
     auxiliary: list[bool],

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from tqdm import tqdm
 
@@ -76,11 +77,11 @@ class TrainConfig:
 class Prepared:
     """A split's inputs as arrays."""
 
-    primary: np.ndarray
-    auxiliary: np.ndarray
-    present: np.ndarray
-    clinical: np.ndarray
-    labels: np.ndarray
+    primary: npt.NDArray[np.float32]
+    auxiliary: npt.NDArray[np.float32]
+    present: npt.NDArray[np.float32]
+    clinical: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.float32]
 
 
 def _stack(inputs: list[CaseInputs], size: int, clinical_dim: int) -> Prepared:
@@ -100,9 +101,9 @@ def _stack(inputs: list[CaseInputs], size: int, clinical_dim: int) -> Prepared:
 
 
 def _tensors(
-    data: Prepared, index: np.ndarray, rng: np.random.Generator | None
+    data: Prepared, index: npt.NDArray[np.int64], rng: np.random.Generator | None
 ) -> tuple[torch.Tensor, ...]:
-    def images(greys: np.ndarray, present: np.ndarray) -> torch.Tensor:
+    def images(greys: npt.NDArray[np.float32], present: npt.NDArray[np.float32]) -> torch.Tensor:
         out = []
         for grey, on in zip(greys, present, strict=True):
             if not on:  # an absent image is all zeros, as the server sends it
@@ -122,7 +123,7 @@ def _tensors(
 
 
 @torch.inference_mode()
-def predict_prepared(net: AlnNet, data: Prepared, batch_size: int = 16) -> np.ndarray:
+def predict_prepared(net: AlnNet, data: Prepared, batch_size: int = 16) -> npt.NDArray[np.float64]:
     """Probabilities for prepared inputs (no augmentation), float64 (n,)."""
     net.eval()
     out = []
@@ -170,11 +171,11 @@ def train(
     train_cases = [c for c in cases if c.split == "train"]
     val_cases = [c for c in cases if c.split == "val"]
     for name, subset in (("train", train_cases), ("val", val_cases)):
-        labels = {c.label for c in subset}
-        if labels != {0, 1}:
+        present_labels = {c.label for c in subset}
+        if present_labels != {0, 1}:
             raise ValueError(
                 f"The '{name}' split needs positive and negative cases, it has "
-                f"{len(subset)} cases with labels {sorted(labels)}"
+                f"{len(subset)} cases with labels {sorted(present_labels)}"
             )
     torch.manual_seed(config.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
