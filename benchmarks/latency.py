@@ -35,6 +35,16 @@ NO_RETRY = RetryPolicy(max_attempts=1)
 """Benchmarks count every refusal; the SDK's retries would hide them."""
 
 
+def percentiles(values: list[float], qs: tuple[int, ...]) -> dict[str, float | None]:
+    """``{"p50": ..., "max": ...}`` (q = 100 is named ``max``), ms to 0.1; None without values."""
+    return {
+        "max" if q == 100 else f"p{q}": round(float(np.percentile(values, q)), 1)
+        if values
+        else None
+        for q in qs
+    }
+
+
 @dataclass
 class Tally:
     """Latencies of successful requests and failures by kind, over one window."""
@@ -57,17 +67,13 @@ class Tally:
         """Counts, throughput (successes per second of the window) and latency percentiles."""
         elapsed = max(self.last_end - self.first_start, 0.0) if self.last_end > 0 else 0.0
         values = self.latencies_ms
-        latency: dict[str, float] = {}
-        if values:
-            latency = {f"p{q}": round(float(np.percentile(values, q)), 1) for q in PERCENTILES}
-            latency["max"] = round(max(values), 1)
         return {
             "requests": len(values) + sum(self.errors.values()),
             "ok": len(values),
             "errors": dict(self.errors),
             "elapsed_s": round(elapsed, 2),
             "throughput_per_s": round(len(values) / elapsed, 3) if elapsed else 0.0,
-            "latency_ms": latency if values else None,
+            "latency_ms": percentiles(values, (*PERCENTILES, 100)) if values else None,
         }
 
 
@@ -102,6 +108,14 @@ async def drive(
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return tally
+
+
+async def closed_loop(
+    url: str, workload: Workload, concurrency: int, duration_s: float, timeout_s: float = 120.0
+) -> Tally:
+    """:func:`drive` on a client of its own (no retries), closed when the window ends."""
+    async with AsyncAlnClient(url, retry=NO_RETRY, timeout_s=timeout_s) as client:
+        return await drive(client, workload, concurrency, duration_s, timeout_s)
 
 
 async def _level(

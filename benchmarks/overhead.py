@@ -26,7 +26,6 @@ import numpy as np
 
 from aln.benchmarks import latency, processes, servers, triton_stats, workload
 from aln.benchmarks.machine import describe_machine, versions, write_result
-from aln.client import AsyncAlnClient
 from aln.preprocessing import contract
 
 
@@ -76,11 +75,6 @@ def served_backbone_config(repository: Path) -> Any:
     return parse_pbtxt((repository / contract.BACKBONE_PRIMARY / "config.pbtxt").read_text())
 
 
-async def _drive(url: str, studies: workload.Workload, concurrency: int, seconds: float) -> Any:
-    async with AsyncAlnClient(url, retry=latency.NO_RETRY, timeout_s=120) as client:
-        return await latency.drive(client, studies, concurrency, seconds, 120)
-
-
 def measure(
     served: servers.Running,
     studies: workload.Workload,
@@ -90,11 +84,11 @@ def measure(
 ) -> dict[str, Any]:
     """One transfer syntax: served throughput, engine-only throughput, CPU per component."""
     assert served.repository is not None
-    asyncio.run(_drive(served.url, studies, concurrency, warmup_s))
+    asyncio.run(latency.closed_loop(served.url, studies, concurrency, warmup_s))
     stats_before = triton_stats.snapshot(served.url)
     cpu_before = processes.cpu_seconds(served.pid)
     client_before = processes.own_cpu_seconds()
-    tally = asyncio.run(_drive(served.url, studies, concurrency, duration_s))
+    tally = asyncio.run(latency.closed_loop(served.url, studies, concurrency, duration_s))
     client_s = processes.own_cpu_seconds() - client_before
     cpu_after = processes.cpu_seconds(served.pid)
     stats = triton_stats.window(stats_before, triton_stats.snapshot(served.url))

@@ -26,12 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from aln.benchmarks import servers
+from aln.benchmarks.latency import NO_RETRY, closed_loop, percentiles
 from aln.benchmarks.machine import describe_machine, write_result
 from aln.benchmarks.processes import server_rss_mb
-from aln.client import AlnClientError, AsyncAlnClient, ImageInput, RetryPolicy
+from aln.benchmarks.workload import Workload
+from aln.client import AlnClientError, AsyncAlnClient, ImageInput, Study
 from aln.preprocessing.synth import synth_case
-
-NO_RETRY = RetryPolicy(max_attempts=1)
 
 
 @dataclass
@@ -47,26 +48,14 @@ class LoadResult:
 
     def summary(self) -> dict[str, Any]:
         """Counts, rates and percentiles."""
-
-        def pct(values: list[float], q: float) -> float | None:
-            return round(float(np.percentile(values, q)), 1) if values else None
-
         return {
             "offered": self.offered,
             "offered_per_s": round(self.offered / self.elapsed_s, 2),
             "admitted": len(self.latencies_ms),
             "admitted_per_s": round(len(self.latencies_ms) / self.elapsed_s, 2),
-            "admitted_latency_ms": {
-                "p50": pct(self.latencies_ms, 50),
-                "p90": pct(self.latencies_ms, 90),
-                "p99": pct(self.latencies_ms, 99),
-                "max": pct(self.latencies_ms, 100),
-            },
+            "admitted_latency_ms": percentiles(self.latencies_ms, (50, 90, 99, 100)),
             "refused": len(self.refused_ms),
-            "refused_latency_ms": {
-                "p50": pct(self.refused_ms, 50),
-                "p99": pct(self.refused_ms, 99),
-            },
+            "refused_latency_ms": percentiles(self.refused_ms, (50, 99)),
             "errors": dict(self.errors),
             "server_rss_mb": {
                 "min": min(self.rss_mb, default=None),
@@ -123,26 +112,12 @@ async def closed_loop_capacity(
     url: str, image: ImageInput, clinical: dict[str, Any], concurrency: int, duration_s: float
 ) -> float:
     """Studies per second with ``concurrency`` requests always in flight."""
-    done = 0
-    async with AsyncAlnClient(url, timeout_s=120) as client:
-
-        async def worker(stop: float) -> None:
-            nonlocal done
-            while time.perf_counter() < stop:
-                await client.predict(image, clinical)
-                done += 1
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(start + duration_s) for _ in range(concurrency)))
-        return done / (time.perf_counter() - start)
+    one_study = Workload([Study(image, clinical)])
+    tally = await closed_loop(url, one_study, concurrency, duration_s)
+    return float(tally.summary()["throughput_per_s"])
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aln.export.repository import build_repository
-    from aln.model.checkpoint import new_demo_checkpoint
-    from aln.preprocessing import contract
-    from aln.server import EmbeddedServer, ServerConfig, free_port
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=60)
     parser.add_argument("--factor", type=float, default=3.0)
@@ -154,21 +129,15 @@ def main(argv: list[str] | None = None) -> int:
 
     case = synth_case(np.random.default_rng(1), "hologic", "jpeg2000", laterality="L", view="CC")
     image = ImageInput(case.dicom, case.lesion_centre)
+    spec = {
+        "max_queue_size": args.max_queue_size,
+        "queue_timeout_us": int(args.queue_timeout_s * 1e6),
+    }
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        new_demo_checkpoint(work / "ckpt", args.backbone)
-        spec = {
-            "max_queue_size": args.max_queue_size,
-            "queue_timeout_us": int(args.queue_timeout_s * 1e6),
-        }
-        repo, built = build_repository(work / "ckpt", work / "repo", spec)
-        config = ServerConfig(
-            repo, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port()
-        )
-        with EmbeddedServer(config, log=work / "server.log") as server:
-            server.wait_until_ready(contract.ENSEMBLE)
-            url = f"127.0.0.1:{config.grpc_port}"
-            pid = server.process.pid
+        checkpoint = servers.demo_checkpoint(work, args.backbone)
+        with servers.ensemble(checkpoint, work, spec) as served:
+            url, pid = served.url, served.pid
             idle_rss = server_rss_mb(pid)
             capacity = asyncio.run(closed_loop_capacity(url, image, case.clinical, 4, 15))
             print(f"capacity {capacity:.2f} studies/s; offering {args.factor:.0f}x", flush=True)
@@ -180,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(overload.summary(), indent=2), flush=True)
             time.sleep(args.queue_timeout_s + 1)
             after = asyncio.run(open_loop(url, image, case.clinical, capacity * 0.5, 10, 30.0, pid))
+            built = served.spec
     machine = describe_machine()
     report = {
         "benchmark": "overload",

@@ -31,11 +31,14 @@ class Running:
         url: gRPC ``host:port``.
         pid: Its main process (Triton's Python-backend stubs are its children).
         repository: The model repository it serves (None for the baseline).
+        spec: The :class:`aln.export.repository.RepositorySpec` it was built from (None for
+            the baseline).
     """
 
     url: str
     pid: int
     repository: Path | None = None
+    spec: Any = None
 
 
 def demo_checkpoint(folder: Path, backbone: str = DEFAULT_BACKBONE) -> Path:
@@ -62,13 +65,13 @@ def ensemble(
     from aln.export.repository import build_repository
     from aln.server import EmbeddedServer, ServerConfig, free_port
 
-    repo, _ = build_repository(checkpoint, Path(work) / "model_repository", spec_overrides)
+    repo, spec = build_repository(checkpoint, Path(work) / "model_repository", spec_overrides)
     config = ServerConfig(
         repo, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port()
     )
     with EmbeddedServer(config, log=Path(work) / "tritonserver.log") as server:
         server.wait_until_ready(contract.ENSEMBLE)
-        yield Running(f"127.0.0.1:{config.grpc_port}", server.process.pid, repo)
+        yield Running(f"127.0.0.1:{config.grpc_port}", server.process.pid, repo, spec)
 
 
 def _wait_for(process: subprocess.Popen[bytes], url: str, timeout_s: float, log: Path) -> None:

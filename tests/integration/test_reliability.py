@@ -1,12 +1,13 @@
 """Overload, faults, restarts and deadlines against the real server.
 
 Each test starts its own server whose queues shed by time (1 s); the overload test is a short
-version of ``benchmarks/overload.py``.
+version of ``aln bench overload``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import threading
@@ -41,11 +42,19 @@ def _start(repo, tmp_path, config=None):
     return server, config
 
 
-def test_overload_is_shed_promptly_and_the_server_recovers(bounded_repo, study, tmp_path):
-    server, config = _start(bounded_repo, tmp_path)
+@contextlib.contextmanager
+def _ready(repo, tmp_path):
+    """``(server, url)`` of a fresh server on ``repo``, ready; stopped afterwards."""
+    server, config = _start(repo, tmp_path)
     try:
         server.wait_until_ready(contract.ENSEMBLE, timeout_s=180)
-        url = f"127.0.0.1:{config.grpc_port}"
+        yield server, f"127.0.0.1:{config.grpc_port}"
+    finally:
+        server.stop()
+
+
+def test_overload_is_shed_promptly_and_the_server_recovers(bounded_repo, study, tmp_path):
+    with _ready(bounded_repo, tmp_path) as (server, url):
         image = ImageInput(study.dicom, study.lesion_centre)
         capacity = asyncio.run(closed_loop_capacity(url, image, study.clinical, 2, 4))
         result = asyncio.run(
@@ -65,8 +74,6 @@ def test_overload_is_shed_promptly_and_the_server_recovers(bounded_repo, study, 
         assert after.summary()["refused"] == 0 and len(after.latencies_ms) == after.offered, (
             after.summary()
         )
-    finally:
-        server.stop()
 
 
 def test_killed_and_restarted_server_loses_no_request(bounded_repo, study, tmp_path):
@@ -112,10 +119,7 @@ def test_killed_and_restarted_server_loses_no_request(bounded_repo, study, tmp_p
 def test_requests_past_their_deadline_never_reach_a_backbone(bounded_repo, study, tmp_path):
     import tritonclient.grpc as grpcclient
 
-    server, config = _start(bounded_repo, tmp_path)
-    try:
-        server.wait_until_ready(contract.ENSEMBLE, timeout_s=180)
-        url = f"127.0.0.1:{config.grpc_port}"
+    with _ready(bounded_repo, tmp_path) as (_, url):
         image = ImageInput(study.dicom, study.lesion_centre)
         with grpcclient.InferenceServerClient(url) as raw:
             before = _executions(raw)
@@ -127,8 +131,6 @@ def test_requests_past_their_deadline_never_reach_a_backbone(bounded_repo, study
         # a request that missed its 50 ms deadline in a queue is rejected there, before the backbone:
         # most of the offered requests never ran on it
         assert executed < result.offered / 2, (executed, result.offered)
-    finally:
-        server.stop()
 
 
 def _executions(raw) -> int:
