@@ -40,10 +40,11 @@ lint: install
 
 # mypy sees the folders under their import names (aln.preprocessing lives in preprocessing/)
 # through a tree of symlinks, so cross-module types are checked, not treated as Any.
-TYPED_PACKAGES := preprocessing client model export training benchmarks
+TYPED_PACKAGES := preprocessing synthetic client model export serving training benchmarks
 typecheck: install
 	@rm -rf build/typecheck && mkdir -p build/typecheck/aln
 	@ln -s $(CURDIR)/aln/__init__.py build/typecheck/aln/__init__.py
+	@ln -s $(CURDIR)/aln/errors.py build/typecheck/aln/errors.py
 	@for p in $(TYPED_PACKAGES); do ln -s $(CURDIR)/$$p build/typecheck/aln/$$p; done
 	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml $(addprefix -p aln.,$(TYPED_PACKAGES))
 

@@ -1,7 +1,9 @@
 """The ``aln`` command line: one command, one subcommand per job.
 
-Exit status: 0 success; 1 an internal failure; 2 bad input or arguments (one line naming the
-tag or argument, the value and what is allowed); 3 the server is unreachable.
+Exit status: 0 success; 1 an internal failure (a server that would not start, an unexpected
+server error); 2 bad input or arguments (one line naming the tag or argument, the value and what
+is allowed); 3 the server is unreachable; 4 an optional component this command needs is not
+installed here (the message says which and how to get it).
 """
 
 from __future__ import annotations
@@ -14,15 +16,47 @@ from collections.abc import Callable, Sequence
 
 from aln import __version__
 from aln.client.errors import AlnClientError, InvalidInputError, ModelUnavailableError
-from aln.commands import bench, data, demo, modelling, serving, training
+from aln.commands import UsageError, bench, data, demo, modelling, serving, training
+from aln.errors import MissingComponentError
 from aln.model.errors import ModelError
-from aln.preprocessing.errors import PreprocessingError
+from aln.preprocessing.errors import ConfigurationError, PreprocessingError
+from aln.serving.errors import ServingError
 from aln.training.errors import CohortError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 EXIT_UNREACHABLE = 3
+EXIT_MISSING_COMPONENT = 4
+
+BAD_INPUT = (
+    PreprocessingError,
+    ConfigurationError,
+    ModelError,
+    InvalidInputError,
+    CohortError,
+    UsageError,
+)
+"""Errors about what the user gave: one line, exit status 2."""
+
+EXTRAS = {
+    "pydicom": "preprocessing",
+    "pylibjpeg": "preprocessing",
+    "glymur": "preprocessing",
+    "threadpoolctl": "preprocessing",
+    "PIL": "preprocessing",
+    "torch": "model",
+    "timm": "model",
+    "safetensors": "model",
+    "onnx": "export",
+    "onnxruntime": "export",
+    "pytriton": "serve",
+    "scipy": "training",
+    "matplotlib": "training",
+    "tqdm": "training",
+    "locust": "benchmarks",
+}
+"""Top-level module -> the extra of ``aln-triton`` that installs it."""
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -62,9 +96,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
-    except (PreprocessingError, ModelError, InvalidInputError, CohortError) as exc:
+    except MissingComponentError as exc:
+        print(f"aln {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_MISSING_COMPONENT
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"aln {args.command}: error: this command needs the module '{exc.name}', which is not "
+            f"installed here; install it with pip install 'aln-triton[{extra}]'",
+            file=sys.stderr,
+        )
+        return EXIT_MISSING_COMPONENT
+    except BAD_INPUT as exc:
         print(f"aln {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ServingError as exc:
+        print(f"aln {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except ModelUnavailableError as exc:
         print(
             f"aln {args.command}: error: server unreachable or model unavailable: {exc}",

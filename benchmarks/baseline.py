@@ -13,7 +13,6 @@ Run: ``python -m aln.benchmarks.baseline --checkpoint CKPT --port 8101``.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading
@@ -28,7 +27,7 @@ import torch
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
-from aln.model.checkpoint import MANIFEST_FILE, load_checkpoint
+from aln.model.checkpoint import load_checkpoint
 from aln.preprocessing import contract
 from aln.preprocessing.errors import PreprocessingError
 from aln.preprocessing.serving import RawRequest, StudyPreprocessor
@@ -75,9 +74,8 @@ class BaselineServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
     """
 
     def __init__(self, checkpoint: Path) -> None:
-        self.net, _ = load_checkpoint(checkpoint)
+        self.net, manifest = load_checkpoint(checkpoint)
         self.net.eval()
-        manifest = json.loads((Path(checkpoint) / MANIFEST_FILE).read_text())
         self.preprocessor = StudyPreprocessor(manifest, strategy="full")
 
     def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method names)

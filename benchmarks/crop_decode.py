@@ -19,7 +19,8 @@ import numpy as np
 
 from aln.benchmarks.machine import describe_machine, write_result
 from aln.preprocessing import Region, preprocess_image
-from aln.preprocessing.synth import TRANSFER_SYNTAXES, synth_case
+from aln.synthetic import TRANSFER_SYNTAXES
+from aln.synthetic.mammogram import synth_case
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ import numpy.typing as npt
 import torch
 
 from aln.benchmarks.machine import describe_machine, versions, write_result
+from aln.model.backbones import DEFAULT_BACKBONE
 from aln.preprocessing import contract
 
 
@@ -176,7 +177,7 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aln bench engines", description=__doc__.splitlines()[0])
-    parser.add_argument("--backbones", default="swinv2_tiny_window8_256")
+    parser.add_argument("--backbones", default=DEFAULT_BACKBONE)
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path)

@@ -25,7 +25,7 @@ import numpy as np
 from aln.benchmarks.machine import describe_machine, write_result
 from aln.preprocessing import Region, preprocess_image
 from aln.preprocessing.errors import PreprocessingError
-from aln.preprocessing.synth import synth_case
+from aln.synthetic.mammogram import synth_case
 
 SEED_SYNTAXES = ("explicit", "jpeg2000", "htj2k", "jpegls", "rle")
 TIME_LIMIT_S = 2.0

@@ -5,7 +5,7 @@ starts the demo ensemble and, for each transfer syntax separately, (1) drives it
 ``--concurrency``, recording throughput, Triton's per-model statistics and the CPU time every
 process spent (load generator, Triton core, each Python-backend model), then (2) times the very
 engine the server runs (``backbone_primary/1/model.onnx`` through
-:class:`aln.export.engine.OnnxEngine`, as many sessions as served instances, same threads and
+:class:`aln.serving.engine.OnnxEngine`, as many sessions as served instances, same threads and
 options) in this process, alone, at the mean batch size the dynamic batcher formed during the
 run. The fraction served / engine-only is the share of the engine's throughput that survives
 Triton, gRPC and preprocessing; the CPU breakdown (core-milliseconds per study) says where the
@@ -36,15 +36,15 @@ def engine_only_img_s(repository: Path, batch: int, repeats: int = 5) -> float:
     served threads and options, all busy at once (ONNX Runtime releases the GIL), after one
     warm-up run each; returns their aggregate rate.
     """
-    from aln.export.engine import OnnxEngine
+    from aln.serving.engine import OnnxEngine
+    from aln.serving.spec import EngineSettings
 
     config = served_backbone_config(repository)
     parameters = {key: value.string_value for key, value in config.parameters.items()}
     engines = [
         OnnxEngine(
             repository / contract.BACKBONE_PRIMARY / "1" / "model.onnx",
-            threads=int(parameters.get("intra_op_threads", "1")),
-            spinning=parameters.get("intra_op_spinning", "false") == "true",
+            EngineSettings.from_parameters(parameters),
         )
         for _ in range(max(1, sum(group.count for group in config.instance_group)))
     ]

@@ -32,7 +32,8 @@ from aln.benchmarks.machine import describe_machine, write_result
 from aln.benchmarks.processes import server_rss_mb
 from aln.benchmarks.workload import Workload
 from aln.client import AlnClientError, AsyncAlnClient, ImageInput, Study
-from aln.preprocessing.synth import synth_case
+from aln.model.backbones import DEFAULT_BACKBONE
+from aln.synthetic.mammogram import synth_case
 
 
 @dataclass
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=60)
     parser.add_argument("--factor", type=float, default=3.0)
-    parser.add_argument("--backbone", default="swinv2_tiny_window8_256")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
     parser.add_argument("--max-queue-size", type=int, default=0)
     parser.add_argument("--queue-timeout-s", type=float, default=2.0)
     parser.add_argument("--out", type=Path)

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from aln.client import AlnClient
+from aln.model.backbones import DEFAULT_BACKBONE
 from aln.preprocessing import contract
-
-DEFAULT_BACKBONE = "swinv2_tiny_window8_256"
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class Running:
         url: gRPC ``host:port``.
         pid: Its main process (Triton's Python-backend stubs are its children).
         repository: The model repository it serves (None for the baseline).
-        spec: The :class:`aln.export.repository.RepositorySpec` it was built from (None for
+        spec: The :class:`aln.serving.spec.RepositorySpec` it was built from (None for
             the baseline).
     """
 
@@ -43,7 +42,8 @@ class Running:
 
 def demo_checkpoint(folder: Path, backbone: str = DEFAULT_BACKBONE) -> Path:
     """A seeded demo checkpoint in ``folder`` (written once, reused after)."""
-    from aln.model.checkpoint import MANIFEST_FILE, new_demo_checkpoint
+    from aln.model.checkpoint import new_demo_checkpoint
+    from aln.preprocessing.manifest import MANIFEST_FILE
 
     checkpoint = Path(folder) / f"checkpoint-{backbone}"
     if not (checkpoint / MANIFEST_FILE).is_file():
@@ -60,10 +60,10 @@ def ensemble(
     Args:
         checkpoint: A checkpoint (exported on the way) or an ``aln export`` folder.
         work: Scratch folder (repository and server log).
-        spec_overrides: :class:`aln.export.repository.RepositorySpec` fields.
+        spec_overrides: :class:`aln.serving.spec.RepositorySpec` fields.
     """
     from aln.export.repository import build_repository
-    from aln.server import EmbeddedServer, ServerConfig, free_port
+    from aln.serving.server import EmbeddedServer, ServerConfig, free_port
 
     repo, spec = build_repository(checkpoint, Path(work) / "model_repository", spec_overrides)
     config = ServerConfig(
@@ -71,7 +71,7 @@ def ensemble(
     )
     with EmbeddedServer(config, log=Path(work) / "tritonserver.log") as server:
         server.wait_until_ready(contract.ENSEMBLE)
-        yield Running(f"127.0.0.1:{config.grpc_port}", server.process.pid, repo, spec)
+        yield Running(f"127.0.0.1:{config.grpc_port}", server.pid, repo, spec)
 
 
 def _wait_for(process: subprocess.Popen[bytes], url: str, timeout_s: float, log: Path) -> None:
@@ -99,7 +99,7 @@ def baseline(
     checkpoint: Path, work: Path, workers: int | None = None, ready_timeout_s: float = 120.0
 ) -> Iterator[Running]:
     """Start :mod:`aln.benchmarks.baseline` in its own process on a free port."""
-    from aln.server import free_port
+    from aln.serving.server import free_port
 
     port = free_port()
     command = [sys.executable, "-m", "aln.benchmarks.baseline", "--checkpoint", str(checkpoint)]

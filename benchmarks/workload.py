@@ -15,7 +15,8 @@ import numpy as np
 
 from aln.client import ImageInput, Study
 from aln.preprocessing.crop import Region
-from aln.preprocessing.synth import TRANSFER_SYNTAXES, Vendor, synth_case
+from aln.synthetic import TRANSFER_SYNTAXES, Vendor
+from aln.synthetic.mammogram import synth_case
 
 VENDOR_CYCLE: tuple[Vendor, ...] = ("hologic", "ge", "siemens", "fuji")
 """Vendors of synthetic workloads, in turn (every grey-level convention, both photometries)."""
@@ -64,7 +65,7 @@ def synthetic(
     """Full-size synthetic studies, ``per_syntax`` for each transfer syntax.
 
     Args:
-        transfer_syntaxes: Names from :data:`aln.preprocessing.synth.TRANSFER_SYNTAXES`.
+        transfer_syntaxes: Names from :data:`aln.synthetic.vendors.TRANSFER_SYNTAXES`.
         auxiliary: Send an auxiliary region (on the primary image) with every study.
         per_syntax: Distinct studies per syntax (vendors in turn, both lateralities and views).
         seed: Random seed.

@@ -16,8 +16,9 @@ from typing import Any
 from aln.export.onnx_export import GRAPH_FILES, OPSET, export_onnx
 from aln.export.parity import FP32_TOLERANCE, check_parity
 from aln.model.atomic import staged_directory
-from aln.model.checkpoint import MANIFEST_FILE, load_checkpoint
+from aln.model.checkpoint import load_checkpoint
 from aln.model.errors import ModelError
+from aln.preprocessing.manifest import MANIFEST_FILE
 
 REPORT_FILE = "export_report.json"
 FORMATS = ("onnx", "tensorrt")

@@ -22,112 +22,21 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
-import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from aln.model.atomic import staged_directory
 from aln.preprocessing import contract
 from aln.preprocessing.contract import TensorSpec
+from aln.preprocessing.manifest import MANIFEST_FILE, read_manifest
+from aln.serving.spec import WARMUP_DIR, EngineSettings, RepositorySpec, adapter_source
 
-Profile = Literal["embedded", "production"]
-EngineFormat = Literal["onnx", "tensorrt"]
-ADAPTER_SOURCE = Path(__file__).resolve().parent.parent / "model_repository"
-"""The committed repository: generated configs and the thin ``model.py`` adapters."""
-MANIFEST_NAME = "manifest.json"
-WARMUP_DIR = "warmup"
-
-
-@dataclass(frozen=True)
-class RepositorySpec:
-    """Everything that shapes the generated configs.
-
-    Attributes:
-        embedding_dim: Backbone embedding width (from the checkpoint).
-        clinical_dim: Clinical vector width (from the checkpoint's schema).
-        profile: ``embedded`` or ``production``.
-        engine_format: Engines as ONNX or TensorRT plans (production only).
-        max_batch: ``max_batch_size`` of the engines (backbones, fusion head).
-        preprocess_max_batch: ``max_batch_size`` of ``preprocess`` and of the ensemble (a client
-            request carries one study). 1 by default: the preprocess model handles a batch one
-            study after another, so batching saves nothing and makes every study wait for its
-            batch-mates; under overload a batch of 32 held studies for seconds past the queue
-            timeout (docs/reliability.md).
-        preprocess_instances: Python processes decoding DICOM in parallel.
-        backbone_instances: Instances of each engine (backbones and fusion head). Two
-            single-threaded instances by default: on the 2-core CI machine they served 8.8
-            studies/s at concurrency 8 against 8.1 for one two-threaded instance (a parallel
-            ONNX Runtime run waits for its slowest thread, and preprocessing shares the cores),
-            at the cost of single-request latency (p50 216 vs 165 ms); ``aln bench search``
-            measures both on other machines (``benchmarks/README.md``).
-        max_queue_delay_us: How long the dynamic batcher waits to grow a batch.
-        max_queue_size: Requests queued per model beyond which new ones are rejected; 0 (the
-            default) sets no size bound and sheds by time only. Triton 2.51 (the embedded
-            server) stops answering after sustained rejections over a composing model's
-            ``max_queue_size`` (measured in docs/reliability.md), while time-based rejection keeps
-            goodput at capacity and recovers; the queue stays bounded by arrival rate x timeout.
-        queue_timeout_us: Time a request may wait in a queue before it is rejected.
-        engine_threads: ONNX Runtime intra-op threads per backbone instance (embedded); the
-            fusion head, a few thousand multiply-adds, always runs on one.
-        engine_spinning: Let idle ONNX Runtime threads spin-wait (embedded); off by default, see
-            :class:`aln.export.engine.OnnxEngine`.
-    """
-
-    embedding_dim: int
-    clinical_dim: int
-    profile: Profile = "embedded"
-    engine_format: EngineFormat = "onnx"
-    max_batch: int = 32
-    preprocess_max_batch: int = 1
-    preprocess_instances: int = 2
-    backbone_instances: int = 2
-    max_queue_delay_us: int = 2000
-    max_queue_size: int = 0
-    queue_timeout_us: int = 5_000_000
-    engine_threads: int = 1
-    engine_spinning: bool = False
-
-    def __post_init__(self) -> None:
-        if self.profile not in ("embedded", "production"):
-            raise ValueError(
-                f"A profile of '{self.profile}' is invalid, it must be embedded or production"
-            )
-        if self.profile == "embedded" and self.engine_format != "onnx":
-            raise ValueError(
-                "The embedded profile serves ONNX engines only (its server has no TensorRT backend)"
-            )
-        for name in (
-            "max_batch",
-            "preprocess_max_batch",
-            "preprocess_instances",
-            "backbone_instances",
-            "engine_threads",
-            "queue_timeout_us",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"A {name} of {getattr(self, name)} is invalid, it must be at least 1"
-                )
-        if self.max_queue_size < 0:
-            raise ValueError(
-                f"A max_queue_size of {self.max_queue_size} is invalid, it must be 0 (no size "
-                "bound) or more"
-            )
-
-    @property
-    def widths(self) -> dict[str, int]:
-        """Checkpoint-dependent tensor widths for :meth:`TensorSpec.resolve_dims`."""
-        return {
-            contract.CLINICAL_VECTOR.name: self.clinical_dim,
-            contract.BACKBONE_OUTPUT.name: self.embedding_dim,
-            contract.PRIMARY_EMBEDDING.name: self.embedding_dim,
-            contract.AUXILIARY_EMBEDDING.name: self.embedding_dim,
-        }
+COMMITTED_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+"""The committed ``model_repository/`` of a source checkout (configs and adapters of the default
+checkpoint, regenerated by :func:`write_committed`); building a repository never reads it."""
 
 
 def _dtype(spec: TensorSpec) -> int:
@@ -195,13 +104,13 @@ def _engine_config(
     name: str,
     inputs: list[mc.ModelInput],
     outputs: list[mc.ModelOutput],
-    threads: int,
+    settings: EngineSettings,
 ) -> mc.ModelConfig:
     config = mc.ModelConfig(name=name)
     if spec.profile == "embedded":
         config.backend = "python"
-        config.parameters["intra_op_threads"].string_value = str(threads)
-        config.parameters["intra_op_spinning"].string_value = str(spec.engine_spinning).lower()
+        for key, value in settings.to_parameters().items():
+            config.parameters[key].string_value = value
     elif spec.engine_format == "tensorrt":
         config.platform = "tensorrt_plan"
     else:
@@ -222,17 +131,15 @@ def _engine_config(
 
 def backbone_config(spec: RepositorySpec, name: str) -> mc.ModelConfig:
     """A backbone engine: ``image`` (3, 256, 256) -> ``embedding`` (D,)."""
-    config = _engine_config(
+    # studies without an auxiliary image send zeros; see aln.serving.spec.EngineSettings
+    skip = name == contract.BACKBONE_AUXILIARY
+    return _engine_config(
         spec,
         name,
         [_input(contract.BACKBONE_INPUT, spec.widths)],
         [_output(contract.BACKBONE_OUTPUT, spec.widths)],
-        spec.engine_threads,
+        spec.engine_settings(name, skip_all_zero_rows=skip),
     )
-    if spec.profile == "embedded" and name == contract.BACKBONE_AUXILIARY:
-        # studies without an auxiliary image send zeros; see aln.export.engine.OnnxEngine
-        config.parameters["skip_all_zero_rows"].string_value = "true"
-    return config
 
 
 def fusion_config(spec: RepositorySpec) -> mc.ModelConfig:
@@ -242,7 +149,7 @@ def fusion_config(spec: RepositorySpec) -> mc.ModelConfig:
         contract.FUSION_HEAD,
         [_input(t, spec.widths) for t in contract.FUSION_INPUTS],
         [_output(t, spec.widths) for t in contract.FUSION_OUTPUTS],
-        threads=1,
+        spec.engine_settings(contract.FUSION_HEAD),
     )
 
 
@@ -302,7 +209,9 @@ def parse_pbtxt(text: str) -> mc.ModelConfig:
 @lru_cache(maxsize=1)
 def _warmup_files() -> dict[str, bytes]:
     """A tiny synthetic study for the preprocess warm-up, as Triton warm-up data files."""
-    from aln.preprocessing.synth import synth_case
+    import numpy as np
+
+    from aln.synthetic.mammogram import synth_case
 
     case = synth_case(
         np.random.default_rng(0), "ge", "explicit", shape=(512, 400), laterality="L", view="CC"
@@ -310,24 +219,36 @@ def _warmup_files() -> dict[str, bytes]:
     record = json.dumps(case.clinical).encode()
     return {
         contract.PRIMARY_DICOM.name: case.dicom,
-        contract.PRIMARY_REGION.name: np.array(
-            [case.lesion_centre[0], case.lesion_centre[1], *([np.nan] * 4)], "<f4"
-        ).tobytes(),
+        contract.PRIMARY_REGION.name: contract.pack_region(case.lesion_centre)
+        .astype("<f4")
+        .tobytes(),
         # BYTES warm-up data is length-prefixed, as in Triton's serialised string tensors.
         contract.CLINICAL_RECORD.name: len(record).to_bytes(4, "little") + record,
     }
 
 
+def _write_models(folder: Path, spec: RepositorySpec) -> dict[str, mc.ModelConfig]:
+    """Write every model's ``config.pbtxt`` and, for Python-backend models, its ``model.py``."""
+    configs = model_configs(spec)
+    for name, config in configs.items():
+        (folder / name / "1").mkdir(parents=True, exist_ok=True)
+        (folder / name / "config.pbtxt").write_text(to_pbtxt(config))
+        if config.backend == "python":
+            adapter = folder / name / "1" / "model.py"
+            adapter.unlink(missing_ok=True)  # never write through a link to another model's file
+            adapter.write_text(adapter_source(name))
+    return configs
+
+
 def write_repository(
-    out: Path, spec: RepositorySpec, engines: dict[str, Path] | None, manifest: Path | None
+    out: Path, spec: RepositorySpec, engines: dict[str, Path], manifest: Path
 ) -> Path:
     """Write a complete repository (configs, adapters, engines, manifest, warm-up data).
 
     Args:
         out: Repository folder to create (replaced atomically if it exists).
         spec: The configs' spec.
-        engines: Maps composing model name to its engine file (``.onnx`` or ``.plan``); None
-            writes configs and adapters only (the committed ``model_repository/``).
+        engines: Maps composing model name to its engine file (``.onnx`` or ``.plan``).
         manifest: The checkpoint manifest the preprocess model reads (schema, crop, model id).
 
     Returns:
@@ -335,35 +256,26 @@ def write_repository(
     """
     out = Path(out)
     with staged_directory(out) as staging:
-        for name, config in model_configs(spec).items():
-            folder = staging / name
-            (folder / "1").mkdir(parents=True)
-            (folder / "config.pbtxt").write_text(to_pbtxt(config))
-            adapter = ADAPTER_SOURCE / name / "1" / "model.py"
-            if config.backend == "python":
-                shutil.copy2(adapter, folder / "1" / "model.py")
-            if engines is not None and name in engines:
-                suffix = ".plan" if spec.engine_format == "tensorrt" else ".onnx"
-                shutil.copy2(engines[name], folder / "1" / f"model{suffix}")
+        _write_models(staging, spec)
+        suffix = ".plan" if spec.engine_format == "tensorrt" else ".onnx"
+        for name, engine in engines.items():
+            shutil.copy2(engine, staging / name / "1" / f"model{suffix}")
         warmup = staging / contract.PREPROCESS / WARMUP_DIR
         warmup.mkdir()
         for name, data in _warmup_files().items():
             (warmup / name).write_bytes(data)
-        if manifest is not None:
-            shutil.copy2(manifest, staging / contract.PREPROCESS / "1" / MANIFEST_NAME)
+        shutil.copy2(manifest, staging / contract.PREPROCESS / "1" / MANIFEST_FILE)
     return out
 
 
 COMMITTED_SPEC = RepositorySpec(embedding_dim=768, clinical_dim=40)
-"""The spec of the committed ``model_repository/`` configs: the default checkpoint
+"""The spec of the committed ``model_repository/``: the default checkpoint
 (``swinv2_tiny_window8_256``, clinical schema v1) with default serving settings."""
 
 
-def write_configs(folder: Path, spec: RepositorySpec) -> None:
-    """Write only the ``config.pbtxt`` files (regenerates the committed ``model_repository/``)."""
-    for name, config in model_configs(spec).items():
-        (Path(folder) / name).mkdir(parents=True, exist_ok=True)
-        (Path(folder) / name / "config.pbtxt").write_text(to_pbtxt(config))
+def write_committed(folder: Path = COMMITTED_REPOSITORY) -> None:
+    """Regenerate the committed ``model_repository/`` (configs and one-line adapters only)."""
+    _write_models(Path(folder), COMMITTED_SPEC)
 
 
 def build_repository(
@@ -378,12 +290,12 @@ def build_repository(
         spec_overrides: :class:`RepositorySpec` fields to set (profile, max_batch, ...).
 
     Raises:
-        CheckpointError: The checkpoint is invalid.
+        ManifestError: The manifest is missing or invalid.
+        CheckpointError: The checkpoint's weights are invalid.
         ValueError: An invalid spec field.
     """
     from aln.export.onnx_export import GRAPH_FILES
     from aln.export.pipeline import REPORT_FILE, export_checkpoint
-    from aln.model.checkpoint import MANIFEST_FILE, read_manifest
 
     source = Path(source)
     manifest = read_manifest(source)

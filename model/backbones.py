@@ -31,17 +31,19 @@ class BackboneSpec:
     family: str
 
 
+DEFAULT_BACKBONE = "swinv2_tiny_window8_256"
+"""The paper's best backbone; every command and benchmark defaults to it."""
+
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
-        BackboneSpec("swinv2_tiny_window8_256", 768, "swinv2"),
+        BackboneSpec(DEFAULT_BACKBONE, 768, "swinv2"),
         BackboneSpec("swinv2_small_window8_256", 768, "swinv2"),
         BackboneSpec("swinv2_base_window8_256", 1024, "swinv2"),
         BackboneSpec("resnet50", 2048, "cnn"),
         BackboneSpec("efficientnet_b0", 1280, "cnn"),
     )
 }
-DEFAULT_BACKBONE = "swinv2_tiny_window8_256"
 
 
 def backbone_spec(name: str) -> BackboneSpec:

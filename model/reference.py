@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from aln.model.checkpoint import Manifest, load_checkpoint, model_info
+from aln.model.checkpoint import load_checkpoint
 from aln.model.network import AlnNet
+from aln.preprocessing.manifest import Manifest
 from aln.preprocessing.pipeline import StudyInput, StudyTensors, preprocess_study
 
 
@@ -47,8 +48,8 @@ class ReferencePredictor:
         self.manifest: Manifest
         self.net, self.manifest = load_checkpoint(Path(checkpoint))
         self.schema = self.manifest.schema
-        self.crop = self.manifest.crop_spec
-        self.model_info = model_info(self.manifest)
+        self.crop = self.manifest.crop
+        self.model_info = self.manifest.identity
 
     def preprocess(
         self,
@@ -56,7 +57,13 @@ class ReferencePredictor:
         clinical: bytes | str | dict[str, Any],
         auxiliary: StudyInput | None = None,
     ) -> StudyTensors:
-        """Preprocess a study with this checkpoint's crop spec and clinical schema."""
+        """Preprocess a study with this checkpoint's crop spec and clinical schema.
+
+        Raises:
+            PreprocessingError: Bad input, or an auxiliary image for an image-only model.
+        """
+        if auxiliary is not None:
+            self.manifest.check_auxiliary_allowed()
         return preprocess_study(
             primary, clinical, self.schema, self.crop, auxiliary, model_info=self.model_info
         )

@@ -14,7 +14,7 @@ _EXPORTS = {
     "CropSpec": "crop",
     "Region": "crop",
     "CROP_METHODS": "crop",
-    "ImageOptions": "pipeline",
+    "ImageOptions": "contract",
     "ImageProvenance": "pipeline",
     "PreprocessedImage": "pipeline",
     "StudyInput": "pipeline",

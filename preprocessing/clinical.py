@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from aln.preprocessing.errors import ClinicalRecordError
+from aln.preprocessing.errors import ClinicalRecordError, ConfigurationError
 
 UNKNOWN = "unknown"
 MAX_RECORD_BYTES = 64 * 1024
@@ -90,7 +90,7 @@ class ClinicalSchema:
         """Build from the JSON form.
 
         Raises:
-            ClinicalRecordError: The schema itself is malformed.
+            ConfigurationError: The schema itself is malformed (naming the field).
         """
         try:
             fields = []
@@ -121,7 +121,7 @@ class ClinicalSchema:
                 fields.append(field)
             return cls(name=str(data["name"]), version=str(data["version"]), fields=tuple(fields))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ClinicalRecordError(f"The clinical schema is malformed: {exc}") from exc
+            raise ConfigurationError(f"The clinical schema is malformed: {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (round-trips through :meth:`from_dict`)."""

@@ -10,9 +10,14 @@ dimension. Every composing model batches along a leading dimension.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
+
+from aln.preprocessing.errors import InvalidRequestError
 
 PREPROCESSING_VERSION = "1.0.0"
 """Bumped whenever a change to :mod:`aln.preprocessing` can change a crop or a clinical vector."""
@@ -25,7 +30,53 @@ IMAGE_CHANNELS = 3
 
 REGION_WIDTH = 6
 """A region tensor holds ``(centre_x, centre_y, x0, y0, x1, y1)`` in stored-pixel coordinates;
-the bounding box is NaN when the caller gave only a centre."""
+the bounding box is NaN when the caller gave only a centre (:func:`pack_region`)."""
+
+BBox = tuple[float, float, float, float]
+
+
+def pack_region(
+    centre: Sequence[float], bbox: Sequence[float] | None = None
+) -> npt.NDArray[np.float32]:
+    """The region tensor of the contract: float32 ``(centre_x, centre_y, x0, y0, x1, y1)``.
+
+    The client, the crop code and the warm-up data all pack regions with this function.
+
+    Args:
+        centre: ``(x, y)``: column and row of the centre, stored pixels.
+        bbox: ``(x0, y0, x1, y1)`` in stored pixels, or None (packed as four NaN).
+    """
+    box = tuple(bbox) if bbox is not None else (math.nan,) * 4
+    return np.array([centre[0], centre[1], *box], dtype=np.float32)
+
+
+def unpack_region(
+    values: npt.ArrayLike, name: str = "region"
+) -> tuple[tuple[float, float], BBox | None]:
+    """Read a region tensor back: ``((x, y), bbox or None)``; the one check of its layout.
+
+    Args:
+        values: The six values (any shape holding exactly six).
+        name: The input's name, for the error message.
+
+    Raises:
+        InvalidRequestError: Not six values. (Values are checked against the image later, by
+            :meth:`aln.preprocessing.crop.Region.validate`.)
+    """
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    if array.size != REGION_WIDTH:
+        raise InvalidRequestError(
+            f"Input '{name}' has {array.size} values, it must hold {REGION_WIDTH} (centre_x, "
+            "centre_y, x0, y0, x1, y1; bounding box NaN when absent)"
+        )
+    box = array[2:]
+    bbox = (
+        None
+        if np.isnan(box).all()
+        else (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+    )
+    return (float(array[0]), float(array[1])), bbox
+
 
 ENSEMBLE = "aln_ensemble"
 PREPROCESS = "preprocess"
@@ -80,8 +131,60 @@ AUXILIARY_DICOM = TensorSpec("auxiliary_dicom", "UINT8", (-1,), optional=True)
 AUXILIARY_REGION = TensorSpec("auxiliary_region", "FP32", (REGION_WIDTH,), optional=True)
 CLINICAL_RECORD = TensorSpec("clinical_record", "BYTES", (1,))
 REQUEST_OPTIONS = TensorSpec("request_options", "BYTES", (1,), optional=True)
-"""JSON with caller overrides: ``laterality``, ``view``, ``spacing_mm`` (and the same for
-``auxiliary_*``). Never patient data."""
+"""JSON with caller overrides per image: ``{"primary": {...}, "auxiliary": {...}}``, each with
+``laterality``, ``view`` and ``spacing_mm`` (:data:`OPTION_KEYS`). The auxiliary image inherits
+the primary's overrides only when it is the same DICOM (no ``auxiliary_dicom`` sent). Never
+patient data."""
+IMAGE_KEYS = ("primary", "auxiliary")
+"""The top-level keys of ``request_options``."""
+OPTION_KEYS = ("laterality", "view", "spacing_mm")
+"""The overrides one image may carry (the fields of :class:`ImageOptions`)."""
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    """Caller overrides for one image (never patient data).
+
+    Attributes:
+        laterality: ``"L"`` or ``"R"`` when the header lacks or contradicts it.
+        view: ``"CC"`` or ``"MLO"`` when the header lacks or contradicts it.
+        spacing_mm: Millimetres per pixel at the breast, used when the header has no spacing
+            (and required for Secondary Capture).
+    """
+
+    laterality: str | None = None
+    view: str | None = None
+    spacing_mm: float | None = None
+
+    def as_dict(self) -> dict[str, str | float]:
+        """The overrides that are set, keyed as in ``request_options``."""
+        values = {"laterality": self.laterality, "view": self.view, "spacing_mm": self.spacing_mm}
+        return {k: v for k, v in values.items() if v is not None}
+
+
+def auxiliary_options(
+    primary: ImageOptions, auxiliary: ImageOptions, *, same_dicom: bool
+) -> ImageOptions:
+    """The overrides the auxiliary image is preprocessed with: the one rule for every caller.
+
+    The auxiliary image keeps each override it sets itself. It inherits the primary's overrides
+    for the rest only when it is the same DICOM object: an override describes one image's header
+    (an MLO on another file must not take the primary's ``view="CC"``). The server, training,
+    evaluation and the command line all resolve overrides with this function.
+
+    Args:
+        primary: The primary image's overrides.
+        auxiliary: The auxiliary image's own overrides.
+        same_dicom: Whether the auxiliary region lies on the primary's DICOM object.
+    """
+    if not same_dicom:
+        return auxiliary
+    return ImageOptions(
+        laterality=auxiliary.laterality if auxiliary.laterality is not None else primary.laterality,
+        view=auxiliary.view if auxiliary.view is not None else primary.view,
+        spacing_mm=auxiliary.spacing_mm if auxiliary.spacing_mm is not None else primary.spacing_mm,
+    )
+
 
 # Preprocess outputs = backbone and fusion inputs.
 PRIMARY_IMAGE = TensorSpec("primary_image", "FP32", (IMAGE_CHANNELS, IMAGE_SIZE, IMAGE_SIZE))

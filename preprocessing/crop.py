@@ -17,17 +17,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from threadpoolctl import ThreadpoolController
 
 from aln.preprocessing import contract
-from aln.preprocessing.errors import RegionError
+from aln.preprocessing.errors import ConfigurationError, RegionError
 
 CropMethod = Literal["fixed_mm", "fixed_px", "lesion_bbox", "lesion_bbox_margin"]
 CROP_METHODS: tuple[CropMethod, ...] = ("fixed_mm", "fixed_px", "lesion_bbox", "lesion_bbox_margin")
+MIN_CROP_PX = 8
+"""Smallest crop side, in pixels (stored or output)."""
 
 
 @dataclass(frozen=True)
@@ -50,18 +51,23 @@ class CropSpec:
 
     def __post_init__(self) -> None:
         if self.method not in CROP_METHODS:
-            raise RegionError(
+            raise ConfigurationError(
                 f"A crop method of '{self.method}' is invalid, "
                 f"it must be one of {', '.join(CROP_METHODS)}"
             )
         for name in ("size_mm", "margin_mm"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0 or (name == "size_mm" and value <= 0):
-                raise RegionError(
-                    f"A crop {name} of '{value}' is invalid, it must be a positive number"
+                kind = "a positive number" if name == "size_mm" else "a number >= 0"
+                raise ConfigurationError(
+                    f"A crop {name} of '{value}' is invalid, it must be {kind}"
                 )
-        if self.size_px < 8 or self.output_size < 8:
-            raise RegionError("Crop sizes must be at least 8 pixels")
+        for name in ("size_px", "output_size"):
+            if getattr(self, name) < MIN_CROP_PX:
+                raise ConfigurationError(
+                    f"A crop {name} of '{getattr(self, name)}' is invalid, it must be at least "
+                    f"{MIN_CROP_PX} pixels"
+                )
 
 
 @dataclass(frozen=True)
@@ -79,25 +85,18 @@ class Region:
     bbox: tuple[float, float, float, float] | None = None
 
     @classmethod
-    def from_array(cls, values: npt.ArrayLike) -> Region:
-        """Build from the contract's region tensor ``(cx, cy, x0, y0, x1, y1)``, bbox NaN = none.
+    def from_array(cls, values: npt.ArrayLike, name: str = "region") -> Region:
+        """Build from the contract's region tensor (``contract.unpack_region``).
 
         Raises:
-            RegionError: Wrong length.
+            InvalidRequestError: Not six values (naming the input ``name``).
         """
-        array = np.asarray(values, dtype=np.float64).reshape(-1)
-        if array.size != contract.REGION_WIDTH:
-            raise RegionError(
-                f"A region must hold {contract.REGION_WIDTH} values (cx, cy, x0, y0, x1, y1), "
-                f"got {array.size}"
-            )
-        bbox = None if np.isnan(array[2:]).all() else tuple(float(v) for v in array[2:])
-        return cls(float(array[0]), float(array[1]), bbox)  # type: ignore[arg-type]
+        (x, y), bbox = contract.unpack_region(values, name)
+        return cls(x, y, bbox)
 
     def to_array(self) -> npt.NDArray[np.float32]:
-        """The contract's region tensor: float32 (6,), bbox NaN when absent."""
-        bbox = self.bbox if self.bbox is not None else (math.nan,) * 4
-        return np.array([self.centre_x, self.centre_y, *bbox], dtype=np.float32)
+        """The contract's region tensor (:func:`~aln.preprocessing.contract.pack_region`)."""
+        return contract.pack_region((self.centre_x, self.centre_y), self.bbox)
 
     def validate(self, rows: int, columns: int) -> None:
         """Check the region against an image of ``rows`` x ``columns``.
@@ -166,13 +165,16 @@ def crop_box(region: Region, spec: CropSpec, spacing_mm: float) -> Box:
         side = float(spec.size_px)
     else:
         if region.bbox is None:
-            raise RegionError(f"Crop method '{spec.method}' needs a lesion bounding box (--bbox)")
+            raise RegionError(
+                f"Crop method '{spec.method}' needs the lesion's bounding box (x0, y0, x1, y1), "
+                f"but the region at ({cx}, {cy}) has only a centre"
+            )
         x0, y0, x1, y1 = region.bbox
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         side = max(x1 - x0, y1 - y0)
         if spec.method == "lesion_bbox_margin":
             side += 2 * spec.margin_mm / spacing_mm
-    side_px = max(8, round(side))
+    side_px = max(MIN_CROP_PX, round(side))
     left = math.floor(cx - side_px / 2 + 0.5)
     top = math.floor(cy - side_px / 2 + 0.5)
     return Box(left, top, left + side_px, top + side_px)
@@ -247,7 +249,9 @@ def resize(image: npt.NDArray[np.float32], size: int) -> npt.NDArray[np.float32]
 
 
 @lru_cache(maxsize=1)
-def _blas_controller() -> ThreadpoolController:
+def _blas_controller() -> Any:
+    from threadpoolctl import ThreadpoolController  # deferred: the CLI imports CROP_METHODS
+
     return ThreadpoolController()
 
 

@@ -1,7 +1,9 @@
 """Errors raised by :mod:`aln.preprocessing`.
 
-Every error is a :class:`PreprocessingError` (itself a :class:`ValueError`), so the Triton
-adapter answers any of them with INVALID_ARG and the CLI with exit status 2. Messages name the
+Every error about a request's input is a :class:`PreprocessingError` (itself a
+:class:`ValueError`), so the Triton adapter answers any of them with INVALID_ARG and the CLI with
+exit status 2. Faults of the configuration (crop spec, clinical schema, manifest) are
+:class:`ConfigurationError`: they stop a model from loading instead. Messages name the
 DICOM tag and keyword or the argument, the offending value, and what is allowed.
 """
 
@@ -50,6 +52,19 @@ class ClinicalRecordError(PreprocessingError):
 
 class ResourceLimitError(PreprocessingError):
     """An input beyond the configured size limits (compressed bytes, rows x columns x frames)."""
+
+
+class ConfigurationError(ValueError):
+    """A setting, schema or manifest that is invalid: the deployment's fault, not a request's.
+
+    Deliberately not a :class:`PreprocessingError`: a served model refuses to load with it
+    rather than answering requests with INVALID_ARG, and the command line reports it as a bad
+    argument (exit status 2) naming the setting.
+    """
+
+
+class ManifestError(ConfigurationError):
+    """A checkpoint manifest that is missing, malformed or disagrees with this code."""
 
 
 def is_fatal(exc: BaseException) -> bool:

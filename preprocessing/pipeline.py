@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from aln.preprocessing import contract
 from aln.preprocessing.clinical import ClinicalSchema
+from aln.preprocessing.contract import ImageOptions
 from aln.preprocessing.crop import (
     Box,
     CropSpec,
@@ -55,22 +56,6 @@ def malformed_attributes_are_invalid() -> Iterator[None]:
         raise InvalidDicomError(
             f"A header attribute is malformed ({type(exc).__name__}): {exc}"
         ) from exc
-
-
-@dataclass(frozen=True)
-class ImageOptions:
-    """Caller overrides for one image (never patient data).
-
-    Attributes:
-        laterality: ``"L"`` or ``"R"`` when the header lacks or contradicts it.
-        view: ``"CC"`` or ``"MLO"`` when the header lacks or contradicts it.
-        spacing_mm: Millimetres per pixel at the breast, used when the header has no spacing
-            (and required for Secondary Capture).
-    """
-
-    laterality: str | None = None
-    view: str | None = None
-    spacing_mm: float | None = None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Turn the raw tensors of one served request into model inputs.
 
-The Triton ``preprocess`` adapter (``model_repository/preprocess/1/model.py``) is a thin loop over
-:class:`StudyPreprocessor`; everything it does is here, testable without a server.
+The Triton ``preprocess`` model (:class:`aln.serving.triton_models.PreprocessModel`) is a thin
+loop over :class:`StudyPreprocessor`; everything it does is here, testable without a server.
 """
 
 from __future__ import annotations
@@ -9,22 +9,19 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from aln.preprocessing import contract
-from aln.preprocessing.clinical import ClinicalSchema
-from aln.preprocessing.crop import CropSpec, Region
+from aln.preprocessing.contract import ImageOptions, auxiliary_options
+from aln.preprocessing.crop import Region
 from aln.preprocessing.decode import DecodeStrategy
 from aln.preprocessing.errors import InvalidRequestError
 from aln.preprocessing.header import Limits
-from aln.preprocessing.pipeline import ImageOptions, StudyInput, StudyTensors, preprocess_study
-
-_OPTION_KEYS = {"laterality", "view", "spacing_mm"}
-_IMAGES = ("primary", "auxiliary")
+from aln.preprocessing.manifest import Manifest
+from aln.preprocessing.pipeline import StudyInput, StudyTensors, preprocess_study
 
 
 def _bytes_of(array: npt.NDArray[Any] | None, name: str) -> bytes | None:
@@ -46,14 +43,7 @@ def _string_of(array: npt.NDArray[Any] | None, name: str) -> bytes | None:
 
 
 def _region_of(array: npt.NDArray[Any] | None, name: str) -> Region | None:
-    if array is None:
-        return None
-    if array.size != contract.REGION_WIDTH:
-        raise InvalidRequestError(
-            f"Input '{name}' has {array.size} values, it must hold {contract.REGION_WIDTH} "
-            "(centre_x, centre_y, x0, y0, x1, y1; bounding box NaN when absent)"
-        )
-    return Region.from_array(array)
+    return None if array is None else Region.from_array(array, name)
 
 
 def parse_options(payload: bytes | None) -> dict[str, ImageOptions]:
@@ -70,17 +60,18 @@ def parse_options(payload: bytes | None) -> dict[str, ImageOptions]:
         raw = json.loads(payload)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"Input 'request_options' is not valid JSON: {exc}") from exc
-    if not isinstance(raw, dict) or set(raw) - set(_IMAGES):
+    if not isinstance(raw, dict) or set(raw) - set(contract.IMAGE_KEYS):
         raise InvalidRequestError(
             "Input 'request_options' must be a JSON object with keys 'primary' and/or 'auxiliary'"
         )
     options = {}
     for image, values in raw.items():
-        if not isinstance(values, dict) or set(values) - _OPTION_KEYS:
-            unknown = sorted(set(values) - _OPTION_KEYS) if isinstance(values, dict) else values
+        allowed = set(contract.OPTION_KEYS)
+        if not isinstance(values, dict) or set(values) - allowed:
+            unknown = sorted(set(values) - allowed) if isinstance(values, dict) else values
             raise InvalidRequestError(
                 f"request_options['{image}'] has unknown keys {unknown}; allowed: "
-                f"{', '.join(sorted(_OPTION_KEYS))}"
+                f"{', '.join(sorted(allowed))}"
             )
         spacing = values.get("spacing_mm")
         if spacing is not None and (
@@ -164,25 +155,11 @@ class RawRequest:
         return cls(primary, region, clinical, aux_dicom, aux_region, options)
 
 
-def model_identity(manifest: Mapping[str, Any]) -> dict[str, str]:
-    """The model fields every answer's provenance carries, from a checkpoint manifest (JSON form).
-
-    The served preprocess model and the in-process reference predictor both use this, so their
-    provenance cannot drift apart.
-    """
-    return {
-        "name": str(manifest["model_name"]),
-        "version": str(manifest["model_version"]),
-        "weights_sha256": str(manifest["weights_sha256"]),
-        "backbone": str(manifest["backbone"]),
-    }
-
-
 class StudyPreprocessor:
     """Everything built once per server instance: schema, crop spec, model identity, limits.
 
     Args:
-        manifest: The checkpoint manifest (JSON form).
+        manifest: The checkpoint manifest.
         limits: Resource limits.
         strategy: ``"region"`` (decode only the crop, served) or ``"full"`` (decode everything:
             the naive baseline of the benchmarks); identical results.
@@ -190,45 +167,44 @@ class StudyPreprocessor:
 
     def __init__(
         self,
-        manifest: Mapping[str, Any],
+        manifest: Manifest,
         limits: Limits | None = None,
         strategy: DecodeStrategy = "region",
     ) -> None:
         self.strategy: DecodeStrategy = strategy
-        self.schema = ClinicalSchema.from_dict(manifest["clinical_schema"])
-        self.crop = CropSpec(**manifest["crop"])
-        self.model_info = model_identity(manifest)
+        self.manifest = manifest
+        self.schema = manifest.schema
         self.limits = limits or Limits()
-
-    @classmethod
-    def from_manifest_file(cls, path: Path) -> StudyPreprocessor:
-        """Load from a checkpoint's ``manifest.json``."""
-        return cls(json.loads(Path(path).read_text()))
 
     def __call__(self, request: RawRequest) -> StudyTensors:
         """Preprocess one request.
 
         Raises:
-            PreprocessingError: Naming the input, tag or field at fault.
+            PreprocessingError: Naming the input, tag or field at fault; an auxiliary region sent
+                to a model without an auxiliary branch is refused naming the input.
         """
         options = parse_options(request.request_options)
-        primary = StudyInput(
-            request.primary_dicom, request.primary_region, options.get("primary", ImageOptions())
-        )
+        primary_options = options.get("primary", ImageOptions())
+        primary = StudyInput(request.primary_dicom, request.primary_region, primary_options)
         auxiliary = None
         if request.auxiliary_region is not None:
+            self.manifest.check_auxiliary_allowed()
+            aux_dicom = request.auxiliary_dicom or request.primary_dicom
+            same = aux_dicom == request.primary_dicom
             auxiliary = StudyInput(
-                request.auxiliary_dicom or request.primary_dicom,
+                aux_dicom,
                 request.auxiliary_region,
-                options.get("auxiliary", options.get("primary", ImageOptions())),
+                auxiliary_options(
+                    primary_options, options.get("auxiliary", ImageOptions()), same_dicom=same
+                ),
             )
         return preprocess_study(
             primary,
             request.clinical_record,
             self.schema,
-            self.crop,
+            self.manifest.crop,
             auxiliary,
             limits=self.limits,
             strategy=self.strategy,
-            model_info=self.model_info,
+            model_info=self.manifest.identity,
         )

@@ -11,7 +11,7 @@ SMALL = (900, 760)
 @pytest.fixture(scope="session")
 def make_case():
     """Build a synthetic case: ``make_case(vendor, transfer_syntax, seed=..., **kwargs)``."""
-    from aln.preprocessing.synth import synth_case
+    from aln.synthetic.mammogram import synth_case
 
     cache: dict[tuple, object] = {}
 

@@ -19,8 +19,9 @@ import numpy.typing as npt
 
 from aln.preprocessing import contract
 from aln.preprocessing.clinical import ClinicalSchema
+from aln.preprocessing.contract import ImageOptions
 from aln.preprocessing.crop import CropSpec, Region
-from aln.preprocessing.pipeline import ImageOptions, preprocess_image
+from aln.preprocessing.pipeline import preprocess_image
 from aln.training.cohort import Case
 
 
@@ -96,6 +97,6 @@ def load_case(case: Case, cache: CropCache, schema: ClinicalSchema, auxiliary: b
     primary = cache.crop(case.primary, case.region, case.options)
     aux = None
     if auxiliary and case.auxiliary is not None and case.auxiliary_region is not None:
-        aux = cache.crop(case.auxiliary, case.auxiliary_region, case.options)
+        aux = cache.crop(case.auxiliary, case.auxiliary_region, case.auxiliary_options)
     clinical = schema.encode(case.clinical if schema.fields else {})
     return CaseInputs(primary, aux, clinical, case.label)

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from aln.preprocessing.contract import ImageOptions
+from aln.preprocessing.crop import Region
 from aln.training.cohort import SPLITS, Case
 from aln.training.metrics import (
     brier,
@@ -56,10 +58,9 @@ def score_checkpoint(
     from aln.training.trainer import predict_prepared, prepare
 
     net, manifest = load_checkpoint(checkpoint)
-    auxiliary = bool(manifest.training.get("config", {}).get("auxiliary", False))
     with tempfile.TemporaryDirectory() as scratch:
-        cache = CropCache(cache_dir or Path(scratch), manifest.crop_spec)
-        data = prepare(cases, cache, manifest.schema, auxiliary, "scoring")
+        cache = CropCache(cache_dir or Path(scratch), manifest.crop)
+        data = prepare(cases, cache, manifest.schema, manifest.auxiliary, "scoring")
     scores = predict_prepared(net, data)
     return [
         Score(c.case_id, c.label, float(s), c.split) for c, s in zip(cases, scores, strict=True)
@@ -77,24 +78,23 @@ def score_server(
     """Score through the served ensemble (evaluate what you serve)."""
     from aln.client import AlnClient, ImageInput, Study
 
-    def image(path: Path, region: Any, case: Case) -> ImageInput:
+    def image(path: Path, region: Region, options: ImageOptions) -> ImageInput:
         return ImageInput(
             path,
             (region.centre_x, region.centre_y),
             region.bbox,
-            case.options.laterality,
-            case.options.view,
-            case.options.spacing_mm,
+            options.laterality,
+            options.view,
+            options.spacing_mm,
         )
 
     studies = []
     for case in cases:
         aux = None
         if auxiliary and case.auxiliary is not None and case.auxiliary_region is not None:
-            aux = image(case.auxiliary, case.auxiliary_region, case)
-        studies.append(
-            Study(image(case.primary, case.region, case), case.clinical if clinical else {}, aux)
-        )
+            aux = image(case.auxiliary, case.auxiliary_region, case.auxiliary_options)
+        primary = image(case.primary, case.region, case.options)
+        studies.append(Study(primary, case.clinical if clinical else {}, aux))
     with AlnClient(url, timeout_s=120) as client:
         predictions = client.predict_many(studies, concurrency=concurrency)
     return [

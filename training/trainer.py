@@ -20,11 +20,13 @@ import numpy.typing as npt
 import torch
 from tqdm import tqdm
 
-from aln.model.checkpoint import Manifest, save_checkpoint
+from aln.model.backbones import DEFAULT_BACKBONE
+from aln.model.checkpoint import save_checkpoint
 from aln.model.network import AlnNet
 from aln.model.pretrained import load_init_weights
 from aln.preprocessing.clinical import ClinicalSchema
 from aln.preprocessing.crop import CropSpec, normalise
+from aln.preprocessing.manifest import Manifest
 from aln.training.augment import augment
 from aln.training.cohort import Case
 from aln.training.dataset import CaseInputs, CropCache, load_case
@@ -55,7 +57,7 @@ class TrainConfig:
         model_name: Served model name (default ``aln_<backbone>``).
     """
 
-    backbone: str = "swinv2_tiny_window8_256"
+    backbone: str = DEFAULT_BACKBONE
     crop: CropSpec = field(default_factory=CropSpec)
     clinical: bool = True
     auxiliary: bool = False
@@ -280,7 +282,8 @@ def train(
         model_version=time.strftime("trained-%Y%m%dT%H%M%S", time.gmtime()),
         backbone=config.backbone,
         clinical_schema=schema.to_dict(),
-        crop=asdict(config.crop),
+        crop=config.crop,
+        auxiliary=config.auxiliary,
         hidden_dim=net.fusion_head.hidden_dim,
         training=summary,
     )

@@ -9,12 +9,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from aln.preprocessing.crop import CROP_METHODS
+from aln.preprocessing.crop import CROP_METHODS, CropSpec
+
+CROP_DEFAULTS = CropSpec()
+"""The crop arguments' defaults are the crop spec's own."""
 
 
 def register(commands: Any) -> None:
     """Add the data subcommands to the ``aln`` parser."""
-    from aln.preprocessing.synth import TRANSFER_SYNTAXES, VENDORS
+    from aln.synthetic import TRANSFER_SYNTAXES, VENDORS
 
     synth = commands.add_parser(
         "synth",
@@ -70,10 +73,7 @@ def register(commands: Any) -> None:
         metavar=("X0", "Y0", "X1", "Y1"),
         help="lesion bounding box, stored pixels",
     )
-    pre.add_argument("--crop", choices=CROP_METHODS, default="fixed_mm")
-    pre.add_argument("--size-mm", type=float, default=50.0, help="fixed_mm side (default 50)")
-    pre.add_argument("--size-px", type=int, default=512, help="fixed_px side (default 512)")
-    pre.add_argument("--margin-mm", type=float, default=5.0, help="lesion_bbox_margin margin")
+    crop_arguments(pre)
     pre.add_argument("--spacing-mm", type=float, help="spacing when the header has none")
     pre.add_argument("--laterality", choices=("L", "R"), help="override laterality")
     pre.add_argument("--view", choices=("CC", "MLO"), help="override view")
@@ -81,6 +81,45 @@ def register(commands: Any) -> None:
     pre.add_argument("--npy", type=Path, help="write the float32 (3, 256, 256) tensor as .npy")
     pre.add_argument("--json", action="store_true", help="print the provenance as JSON")
     pre.set_defaults(handler=run_preprocess)
+
+
+def crop_arguments(parser: argparse.ArgumentParser, *, method: bool = True) -> None:
+    """The crop arguments (method and sizes), defaulting to :class:`CropSpec`'s own defaults.
+
+    Args:
+        parser: The subcommand's parser.
+        method: Add ``--crop`` (a grid of methods takes its own list instead).
+    """
+    if method:
+        parser.add_argument("--crop", choices=CROP_METHODS, default=CROP_DEFAULTS.method)
+    parser.add_argument(
+        "--size-mm",
+        type=float,
+        default=CROP_DEFAULTS.size_mm,
+        help=f"fixed_mm side at the breast (default {CROP_DEFAULTS.size_mm:g})",
+    )
+    parser.add_argument(
+        "--size-px",
+        type=int,
+        default=CROP_DEFAULTS.size_px,
+        help=f"fixed_px side in stored pixels (default {CROP_DEFAULTS.size_px})",
+    )
+    parser.add_argument(
+        "--margin-mm",
+        type=float,
+        default=CROP_DEFAULTS.margin_mm,
+        help=f"lesion_bbox_margin margin (default {CROP_DEFAULTS.margin_mm:g})",
+    )
+
+
+def crop_spec(args: argparse.Namespace) -> CropSpec:
+    """The crop spec the crop arguments describe."""
+    return CropSpec(
+        method=getattr(args, "crop", CROP_DEFAULTS.method),
+        size_mm=args.size_mm,
+        size_px=args.size_px,
+        margin_mm=args.margin_mm,
+    )
 
 
 def _shape(text: str) -> tuple[int, int]:
@@ -95,7 +134,7 @@ def _shape(text: str) -> tuple[int, int]:
 
 def run_synth(args: argparse.Namespace) -> int:
     """Write the synthetic cohort."""
-    from aln.preprocessing.synth import write_cohort
+    from aln.synthetic.cohort import write_cohort
 
     n = args.cohort or args.n
     manifest = write_cohort(
@@ -115,19 +154,16 @@ def run_preprocess(args: argparse.Namespace) -> int:
     """Preprocess one file and report."""
     import numpy as np
 
-    from aln.preprocessing import CropSpec, ImageOptions, PreprocessingError, Region
+    from aln.preprocessing import ImageOptions, PreprocessingError, Region
     from aln.preprocessing.pipeline import preprocess_image
 
     try:
         data = args.file.read_bytes()
     except OSError as exc:
         raise PreprocessingError(f"Cannot read '{args.file}': {exc.strerror}") from exc
-    spec = CropSpec(
-        method=args.crop, size_mm=args.size_mm, size_px=args.size_px, margin_mm=args.margin_mm
-    )
     region = Region(args.lesion[0], args.lesion[1], tuple(args.bbox) if args.bbox else None)
     options = ImageOptions(laterality=args.laterality, view=args.view, spacing_mm=args.spacing_mm)
-    result = preprocess_image(data, region, spec, options)
+    result = preprocess_image(data, region, crop_spec(args), options)
     if args.out:
         from PIL import Image
 

@@ -9,7 +9,6 @@ interrupted (``--once`` stops after the first answer). Steps whose outputs exist
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import socket
 from pathlib import Path
@@ -38,7 +37,7 @@ def register(commands: Any) -> None:
 
 def _port(preferred: int) -> int:
     """``preferred`` when it is free on loopback, else any free port."""
-    from aln.server import free_port
+    from aln.serving.server import free_port
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
@@ -52,11 +51,13 @@ def run_demo(args: argparse.Namespace) -> int:
     """Run the demo."""
     from aln.client import AlnClient, ImageInput
     from aln.commands.serving import print_prediction, serve_until_stopped, start_server
-    from aln.export.repository import MANIFEST_NAME, build_repository
-    from aln.model.checkpoint import MANIFEST_FILE, new_demo_checkpoint, read_manifest
+    from aln.export.repository import build_repository
+    from aln.model.checkpoint import new_demo_checkpoint
     from aln.preprocessing import contract
-    from aln.preprocessing.synth import write_cohort
-    from aln.server import ServerConfig
+    from aln.preprocessing.manifest import MANIFEST_FILE, read_manifest
+    from aln.serving.server import ServerConfig
+    from aln.synthetic.cohort import MANIFEST_NAME, write_cohort
+    from aln.training.cohort import read_cohort
 
     work = args.workdir
     checkpoint = work / f"checkpoint-{args.backbone}-seed{args.seed}"
@@ -65,18 +66,20 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"[1/4] writing demo checkpoint {checkpoint} (random init, no clinical validity)")
         new_demo_checkpoint(checkpoint, args.backbone, args.seed)
     manifest = read_manifest(checkpoint)
-    served = repo / contract.PREPROCESS / "1" / MANIFEST_NAME
+    served = repo / contract.PREPROCESS / "1" / MANIFEST_FILE
     if (
         not served.is_file()
-        or json.loads(served.read_text())["weights_sha256"] != manifest.weights_sha256
+        or read_manifest(served.parent).weights_sha256 != manifest.weights_sha256
     ):
         print(f"[2/4] exporting to ONNX (parity vs torch enforced) and building {repo}")
         build_repository(checkpoint, repo)
     study_dir = work / "study"
-    if not (study_dir / "manifest.csv").is_file():
+    if not (study_dir / MANIFEST_NAME).is_file():
         write_cohort(study_dir, 1, seed=args.seed, vendor="hologic", transfer_syntax="jpeg2000")
-    row = next(csv.DictReader((study_dir / "manifest.csv").open()))
-    dicom = study_dir / row["file"]
+    case = read_cohort(study_dir / MANIFEST_NAME)[0]
+    record = study_dir / "clinical_record.json"
+    record.write_text(json.dumps(case.clinical, indent=2) + "\n")
+    assert case.auxiliary is not None and case.auxiliary_region is not None  # written with one
 
     config = ServerConfig(
         repo,
@@ -86,16 +89,14 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     print("[3/4] starting tritonserver (nvidia-pytriton) ...", flush=True)
     server = start_server(config, log=work / "tritonserver.log")
+    lesion = (case.region.centre_x, case.region.centre_y)
     try:
-        print(f"[4/4] sending synthetic study {dicom} (no clinical content)")
-        primary = ImageInput(dicom, (float(row["lesion_x"]), float(row["lesion_y"])))
-        auxiliary = ImageInput(
-            dicom,
-            (float(row["aux_x"]), float(row["aux_y"])),
-            tuple(float(row[k]) for k in ("aux_x0", "aux_y0", "aux_x1", "aux_y1")),
-        )  # type: ignore[arg-type]
+        print(f"[4/4] sending synthetic study {case.primary} (no clinical content)")
+        primary = ImageInput(case.primary, lesion)
+        aux = case.auxiliary_region
+        auxiliary = ImageInput(case.auxiliary, (aux.centre_x, aux.centre_y), aux.bbox)
         with AlnClient(f"127.0.0.1:{config.grpc_port}") as client:
-            prediction = client.predict(primary, json.loads(row["clinical"]), auxiliary=auxiliary)
+            prediction = client.predict(primary, case.clinical, auxiliary=auxiliary)
         print_prediction(prediction, as_json=False)
         print("DEMO WEIGHTS: this number has no clinical validity.")
     except BaseException:
@@ -105,9 +106,9 @@ def run_demo(args: argparse.Namespace) -> int:
         server.stop()
         return 0
     print(
-        "serving until Ctrl-C (server log: "
-        f"{work / 'tritonserver.log'}); try: aln predict {dicom} --lesion "
-        f"{row['lesion_x']} {row['lesion_y']} --clinical RECORD.json "
-        f"--url 127.0.0.1:{config.grpc_port}"
+        f"serving until Ctrl-C (server log: {work / 'tritonserver.log'}); try:\n"
+        f"  aln predict {case.primary} --lesion {lesion[0]} {lesion[1]} "
+        f"--clinical {record} --url 127.0.0.1:{config.grpc_port}",
+        flush=True,
     )
     return serve_until_stopped(server)

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aln.commands import UsageError
+from aln.serving.spec import ENGINE_FORMATS, PROFILES, spec_default
+
 DEFAULT_REPO = Path("runs/model_repository")
 
 
@@ -21,47 +24,61 @@ def register(commands: Any) -> None:
     )
     build.add_argument("checkpoint", type=Path, help="checkpoint or export folder")
     build.add_argument("--out", type=Path, default=DEFAULT_REPO)
-    build.add_argument("--profile", choices=("embedded", "production"), default="embedded")
+    build.add_argument("--profile", choices=PROFILES, default=spec_default("profile"))
     build.add_argument(
         "--format",
         dest="engine_format",
-        choices=("onnx", "tensorrt"),
-        default="onnx",
+        choices=ENGINE_FORMATS,
+        default=spec_default("engine_format"),
         help="engine format (tensorrt: production profile, GPU)",
     )
-    build.add_argument("--preprocess-instances", type=int, default=2)
-    build.add_argument("--backbone-instances", type=int, default=2, help="instances of each engine")
-    build.add_argument("--max-batch", type=int, default=32, help="engines' max batch size")
+    build.add_argument(
+        "--preprocess-instances", type=int, default=spec_default("preprocess_instances")
+    )
+    build.add_argument(
+        "--backbone-instances",
+        type=int,
+        default=spec_default("backbone_instances"),
+        help="instances of each engine",
+    )
+    build.add_argument(
+        "--max-batch", type=int, default=spec_default("max_batch"), help="engines' max batch size"
+    )
     build.add_argument(
         "--preprocess-max-batch",
         type=int,
-        default=1,
+        default=spec_default("preprocess_max_batch"),
         help="preprocess (and ensemble) max batch size; 1 keeps studies from waiting on "
         "batch-mates",
     )
     build.add_argument(
         "--max-queue-size",
         type=int,
-        default=0,
+        default=spec_default("max_queue_size"),
         help="per-model queue bound; 0 (default) sheds by --queue-timeout-s only",
     )
-    build.add_argument("--queue-delay-us", dest="max_queue_delay_us", type=int, default=2000)
+    build.add_argument(
+        "--queue-delay-us",
+        dest="max_queue_delay_us",
+        type=int,
+        default=spec_default("max_queue_delay_us"),
+    )
     build.add_argument(
         "--queue-timeout-s",
         type=float,
-        default=5.0,
+        default=spec_default("queue_timeout_us") / 1e6,
         help="longest wait in a model's queue before a request is rejected",
     )
     build.add_argument(
         "--engine-threads",
         type=int,
-        default=1,
-        help="ONNX Runtime threads per engine instance (embedded)",
+        default=spec_default("engine_threads"),
+        help="engine threads per engine instance (embedded)",
     )
     build.add_argument(
         "--engine-spinning",
         action="store_true",
-        help="let idle ONNX Runtime threads spin-wait (off: they sleep and leave the cores to "
+        help="let idle engine threads spin-wait (off: they sleep and leave the cores to "
         "preprocessing)",
     )
     build.set_defaults(handler=run_build_repo)
@@ -84,7 +101,12 @@ def register(commands: Any) -> None:
     predict.add_argument("file", type=Path, help="primary DICOM")
     predict.add_argument("--lesion", type=float, nargs=2, required=True, metavar=("X", "Y"))
     predict.add_argument("--bbox", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"))
-    predict.add_argument("--aux", type=Path, help="auxiliary DICOM (default: the primary)")
+    predict.add_argument(
+        "--aux",
+        type=Path,
+        help="auxiliary DICOM (default: the primary); --laterality/--view/--spacing-mm apply to "
+        "it only when it is the primary's file",
+    )
     predict.add_argument(
         "--aux-lesion",
         type=float,
@@ -134,9 +156,8 @@ def run_build_repo(args: argparse.Namespace) -> int:
     }
     try:
         out, spec = build_repository(args.checkpoint, args.out, overrides)
-    except ValueError as exc:
-        print(f"aln build-repo: error: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:  # an invalid spec field, named by RepositorySpec
+        raise UsageError(str(exc)) from exc
     print(
         f"wrote {out} ({spec.profile} profile, max batch {spec.max_batch}, "
         f"{spec.preprocess_instances} preprocess instances)"
@@ -145,13 +166,13 @@ def run_build_repo(args: argparse.Namespace) -> int:
 
 
 def server_config(args: argparse.Namespace) -> Any:
-    """A :class:`aln.server.ServerConfig` from the serve arguments."""
-    from aln.server import ServerConfig
+    """A :class:`aln.serving.server.ServerConfig` from the serve arguments."""
+    from aln.serving.server import ServerConfig
 
     tls = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
-            raise SystemExit("aln serve: error: --tls-cert and --tls-key go together")
+            raise UsageError("--tls-cert and --tls-key go together")
         tls = (args.tls_cert, args.tls_key, args.tls_client_ca)
     return ServerConfig(
         args.repo,
@@ -164,15 +185,16 @@ def server_config(args: argparse.Namespace) -> Any:
 
 
 def start_server(config: Any, log: Path | None) -> Any:
-    """Start the embedded server and wait until the ensemble is ready; print the endpoints."""
-    from aln.preprocessing import contract
-    from aln.server import EmbeddedServer
+    """Start the embedded server and wait until the ensemble is ready; print the endpoints.
 
-    if not (Path(config.repository) / contract.ENSEMBLE / "config.pbtxt").is_file():
-        raise SystemExit(
-            f"aln serve: error: '{config.repository}' holds no {contract.ENSEMBLE}; "
-            "run `aln build-repo CHECKPOINT --out DIR` first"
-        )
+    Raises:
+        RepositoryError: The repository holds no ensemble.
+        ServerStartError: The server exited or was not ready in time.
+        MissingComponentError: The ``nvidia-pytriton`` wheel is not installed.
+    """
+    from aln.preprocessing import contract
+    from aln.serving.server import EmbeddedServer
+
     server = EmbeddedServer(config, log=log).start()
     try:
         server.wait_until_ready(contract.ENSEMBLE)
@@ -210,32 +232,26 @@ def run_serve(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     """Send one study and print the answer."""
     from aln.client import AlnClient, ImageInput
+    from aln.preprocessing.contract import ImageOptions, auxiliary_options
 
     try:
         clinical = json.loads(args.clinical.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        print(
-            f"aln predict: error: cannot read clinical record '{args.clinical}': {exc}",
-            file=sys.stderr,
-        )
-        return 2
+        raise UsageError(f"Cannot read clinical record '{args.clinical}': {exc}") from exc
+    overrides = ImageOptions(args.laterality, args.view, args.spacing_mm)
     primary = ImageInput(
-        args.file,
-        tuple(args.lesion),
-        tuple(args.bbox) if args.bbox else None,
-        args.laterality,
-        args.view,
-        args.spacing_mm,
+        args.file, tuple(args.lesion), tuple(args.bbox) if args.bbox else None, **vars(overrides)
     )
     auxiliary = None
     if args.aux_lesion:
+        aux_file = args.aux or args.file
+        same = aux_file == args.file or Path(aux_file).resolve() == Path(args.file).resolve()
+        aux_overrides = auxiliary_options(overrides, ImageOptions(), same_dicom=same)
         auxiliary = ImageInput(
-            args.aux or args.file,
+            aux_file,
             tuple(args.aux_lesion),
             tuple(args.aux_bbox) if args.aux_bbox else None,
-            args.laterality if args.aux is None else None,
-            args.view if args.aux is None else None,
-            args.spacing_mm if args.aux is None else None,
+            **vars(aux_overrides),
         )
     with AlnClient(args.url, timeout_s=args.timeout_s) as client:
         prediction = client.predict(primary, clinical, auxiliary=auxiliary)

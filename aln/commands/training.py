@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from aln.commands import UsageError
+from aln.commands.data import crop_arguments, crop_spec
 from aln.model.backbones import BACKBONES, DEFAULT_BACKBONE
 from aln.preprocessing.crop import CROP_METHODS
 
@@ -20,7 +22,6 @@ def _on_off(text: str) -> list[bool]:
 
 def _training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", type=Path, required=True, help="cohort manifest CSV")
-    parser.add_argument("--size-mm", type=float, default=50.0, help="fixed_mm crop side")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--patience", type=int, default=4)
@@ -49,7 +50,7 @@ def register(commands: Any) -> None:
     _training_arguments(train)
     train.add_argument("--out", type=Path, required=True, help="checkpoint folder")
     train.add_argument("--backbone", choices=tuple(BACKBONES), default=DEFAULT_BACKBONE)
-    train.add_argument("--crop", choices=CROP_METHODS, default="fixed_mm")
+    crop_arguments(train)
     train.add_argument("--auxiliary", action="store_true", help="use the auxiliary region")
     train.add_argument("--no-clinical", action="store_true", help="image-only model")
     train.add_argument("--clinical-schema", type=Path, help="clinical schema JSON (default v1)")
@@ -82,7 +83,10 @@ def register(commands: Any) -> None:
     )
     _training_arguments(experiment)
     experiment.add_argument("--out", type=Path, required=True)
-    experiment.add_argument("--crops", default="fixed_mm,fixed_px,lesion_bbox,lesion_bbox_margin")
+    experiment.add_argument(
+        "--crops", default=",".join(CROP_METHODS), help="crop methods, comma-separated"
+    )
+    crop_arguments(experiment, method=False)
     experiment.add_argument("--backbones", default=DEFAULT_BACKBONE)
     experiment.add_argument("--clinical", type=_on_off, default=[True])
     experiment.add_argument("--auxiliary", type=_on_off, default=[False])
@@ -90,11 +94,10 @@ def register(commands: Any) -> None:
 
 
 def _config(args: argparse.Namespace, **overrides: Any) -> Any:
-    from aln.preprocessing.crop import CropSpec
     from aln.training.trainer import TrainConfig
 
     return TrainConfig(
-        crop=CropSpec(method=overrides.pop("crop", "fixed_mm"), size_mm=args.size_mm),
+        crop=crop_spec(args),
         epochs=args.epochs,
         batch_size=args.batch_size,
         patience=args.patience,
@@ -117,7 +120,6 @@ def run_train(args: argparse.Namespace) -> int:
 
     config = _config(
         args,
-        crop=args.crop,
         backbone=args.backbone,
         auxiliary=args.auxiliary,
         clinical=not args.no_clinical,
@@ -147,7 +149,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         scores = read_predictions(args.predictions)
     else:
         if args.manifest is None:
-            raise SystemExit("aln evaluate: error: --manifest is needed with --checkpoint or --url")
+            raise UsageError("--manifest is needed with --checkpoint or --url")
         cases = read_cohort(args.manifest)
         if args.checkpoint:
             scores = score_checkpoint(cases, args.checkpoint)

@@ -73,7 +73,7 @@ def test_sweep_of_an_unreachable_server_fails_fast_and_says_so():
     from aln.benchmarks.latency import sweep
     from aln.benchmarks.workload import Workload
     from aln.client import ImageInput, Study
-    from aln.server import free_port
+    from aln.serving.server import free_port
 
     studies = Workload([Study(ImageInput(b"x", (1.0, 1.0)), {})])
     with pytest.raises(ModelUnavailableError, match="was not ready within 1 s"):

@@ -8,7 +8,7 @@ import csv
 import pytest
 
 from aln.benchmarks import workload
-from aln.preprocessing.synth import write_cohort
+from aln.synthetic.cohort import write_cohort
 from aln.training.errors import CohortError
 
 

@@ -72,7 +72,7 @@ def test_preprocess_json_and_outputs(cohort, tmp_path):
         (["--lesion", "99999", "10"], "lesion centre (99999.0, 10.0) is outside the image"),
         (["--lesion", "nan", "10"], "is not finite"),
         (["--lesion", "100", "100", "--bbox", "50", "50", "10", "60"], "inverted or empty"),
-        (["--lesion", "100", "100", "--crop", "lesion_bbox"], "needs a lesion bounding box"),
+        (["--lesion", "100", "100", "--crop", "lesion_bbox"], "needs the lesion's bounding box"),
         (["--lesion", "100", "100", "--size-mm", "-3"], "size_mm of '-3.0' is invalid"),
     ],
 )

@@ -2,19 +2,20 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from aln.export.repository import (
-    ADAPTER_SOURCE,
+    COMMITTED_REPOSITORY,
     COMMITTED_SPEC,
-    RepositorySpec,
     model_configs,
     parse_pbtxt,
     to_pbtxt,
-    write_repository,
+    write_committed,
 )
 from aln.preprocessing import contract
+from aln.serving.spec import ADAPTERS, RepositorySpec
 
 MODELS = [
     contract.ENSEMBLE,
@@ -25,13 +26,30 @@ MODELS = [
 ]
 
 
+STALE = (
+    "model_repository/ is stale: regenerate with "
+    "python -c 'from aln.export.repository import write_committed; write_committed()'"
+)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_committed_configs_parse_and_match_the_generator(name):
-    committed = parse_pbtxt((ADAPTER_SOURCE / name / "config.pbtxt").read_text())
-    assert committed == model_configs(COMMITTED_SPEC)[name], (
-        "model_repository/ is stale: regenerate with "
-        "python -c 'from aln.export.repository import *; write_configs(ADAPTER_SOURCE, COMMITTED_SPEC)'"
-    )
+    committed = parse_pbtxt((COMMITTED_REPOSITORY / name / "config.pbtxt").read_text())
+    assert committed == model_configs(COMMITTED_SPEC)[name], STALE
+
+
+def test_committed_tree_is_exactly_what_the_generator_writes(tmp_path: Path):
+    write_committed(tmp_path)
+    generated = {
+        p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()
+    }
+    committed = {
+        p.relative_to(COMMITTED_REPOSITORY): p.read_bytes()
+        for p in COMMITTED_REPOSITORY.rglob("*")
+        if p.is_file() and p.name != ".gitkeep"
+    }
+    assert generated == committed, STALE
+    assert not any(p.is_symlink() for p in COMMITTED_REPOSITORY.rglob("*"))
 
 
 @pytest.mark.parametrize("profile", ["embedded", "production"])
@@ -104,7 +122,9 @@ def test_production_profile_engines():
     ("kwargs", "message"),
     [
         ({"profile": "cloud"}, "profile of 'cloud'"),
-        ({"engine_format": "tensorrt"}, "embedded profile serves ONNX"),
+        ({"engine_format": "tensorrt"}, "invalid for the embedded profile, it serves onnx only"),
+        ({"engine_format": "openvino"}, "engine_format of 'openvino' is invalid"),
+        ({"max_queue_delay_us": -1}, "max_queue_delay_us of -1"),
         ({"max_batch": 0}, "max_batch of 0"),
     ],
 )
@@ -113,15 +133,56 @@ def test_invalid_spec(kwargs, message):
         RepositorySpec(768, 40, **kwargs)
 
 
-def test_configs_only_repository_layout(tmp_path: Path):
-    out = write_repository(tmp_path / "repo", COMMITTED_SPEC, engines=None, manifest=None)
-    assert sorted(p.name for p in out.iterdir()) == sorted(MODELS)
-    assert (out / "preprocess" / "1" / "model.py").is_file()
-    assert (out / "fusion_head" / "1" / "model.py").read_text() == (
-        out / "backbone_primary" / "1" / "model.py"
-    ).read_text()
-    warmup = out / "preprocess" / "warmup" / "primary_dicom"
-    assert warmup.read_bytes()[128:132] == b"DICM"
+def test_adapters_are_one_import_of_the_installed_package(tmp_path: Path):
+    """Each model.py imports its class from aln.serving; the three engines share one adapter."""
+    write_committed(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(MODELS)
+    for name, adapter in ADAPTERS.items():
+        source = (tmp_path / name / "1" / "model.py").read_text()
+        assert f"from aln.serving.triton_models import {adapter} as TritonPythonModel" in source
+    engines = (contract.BACKBONE_PRIMARY, contract.BACKBONE_AUXILIARY, contract.FUSION_HEAD)
+    assert {ADAPTERS[m] for m in engines} == {"EngineModel"}
+    assert not (tmp_path / contract.ENSEMBLE / "1" / "model.py").exists()
+
+
+def test_warm_up_data_is_a_packed_synthetic_study():
+    from aln.export.repository import _warmup_files
+
+    files = _warmup_files()
+    assert files[contract.PRIMARY_DICOM.name][128:132] == b"DICM"
+    region = np.frombuffer(files[contract.PRIMARY_REGION.name], "<f4")
+    (x, y), bbox = contract.unpack_region(region)
+    assert bbox is None and x > 0 and y > 0
+
+
+def test_engine_parameters_round_trip_through_the_config():
+    """The engine model reads back exactly the settings the generator wrote."""
+    from aln.serving.spec import EngineSettings
+
+    spec = RepositorySpec(768, 40, engine_threads=3, engine_spinning=True)
+    configs = model_configs(spec)
+    for name, expected in (
+        (contract.BACKBONE_PRIMARY, EngineSettings(3, True, False)),
+        (contract.BACKBONE_AUXILIARY, EngineSettings(3, True, True)),
+        (contract.FUSION_HEAD, EngineSettings(1, True, False)),
+    ):
+        parameters = {k: v.string_value for k, v in configs[name].parameters.items()}
+        assert EngineSettings.from_parameters(parameters) == expected
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"intra_op_threads": "two"}, "'intra_op_threads' is 'two', it must be an integer"),
+        ({"intra_op_spinning": "yes"}, "'intra_op_spinning' is 'yes', it must be true or false"),
+        ({"intra_op_threads": "0"}, "threads of 0 is invalid"),
+    ],
+)
+def test_bad_engine_parameters_are_named(parameters, message):
+    from aln.serving.spec import EngineSettings
+
+    with pytest.raises(ValueError, match=message):
+        EngineSettings.from_parameters(parameters)
 
 
 def test_tensorrt_plans_without_their_build_record_are_refused(tmp_path):

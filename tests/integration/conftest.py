@@ -13,7 +13,7 @@ import pytest
 from aln.export.repository import build_repository
 from aln.model.checkpoint import new_demo_checkpoint
 from aln.preprocessing import contract
-from aln.server import EmbeddedServer, ServerConfig, free_port
+from aln.serving.server import EmbeddedServer, ServerConfig, free_port
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +63,7 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session")
 def study():
-    from aln.preprocessing.synth import synth_case
+    from aln.synthetic.mammogram import synth_case
 
     return synth_case(
         np.random.default_rng(21),

@@ -25,7 +25,7 @@ from aln.client import (
 from aln.client._request import build_arrays, infer_inputs
 from aln.model.reference import ReferencePredictor
 from aln.preprocessing import Region, StudyInput, contract
-from aln.preprocessing.synth import synth_case
+from aln.synthetic.mammogram import synth_case
 from tests.corpus import bad_studies, encapsulated_bad_studies, names_cause
 
 TOLERANCE = 1e-4
@@ -221,7 +221,7 @@ def test_error_mapping_timeouts_and_unknown_model(served, study):
 
 
 def test_unreachable_server_retries_then_gives_up(study):
-    from aln.server import free_port
+    from aln.serving.server import free_port
 
     with (
         AlnClient(
@@ -267,3 +267,26 @@ def test_cli_predict_exit_codes(served, study, tmp_path):
         [*base, "--lesion", "99999", "1"], capture_output=True, text=True, check=False
     )
     assert bad.returncode == 2 and "is outside the image" in bad.stderr
+
+
+def test_an_auxiliary_on_another_file_keeps_its_own_view_through_the_server(client, study):
+    """The primary's override describes the primary's header, never another file's."""
+    mlo = synth_case(
+        np.random.default_rng(6),
+        "hologic",
+        "explicit",
+        shape=(900, 760),
+        laterality="R",
+        view="MLO",
+    )
+    primary = ImageInput(study.dicom, study.lesion_centre, view="CC")  # an MLO, overridden
+    served = client.predict(
+        primary, study.clinical, auxiliary=ImageInput(mlo.dicom, mlo.auxiliary_centre)
+    )
+    assert served.provenance["primary"]["view"] == "CC"
+    assert served.provenance["auxiliary"]["view"] == "MLO"  # its own header, not the override
+    # an auxiliary region on the primary's own file inherits the override
+    same = client.predict(
+        primary, study.clinical, auxiliary=ImageInput(study.dicom, study.auxiliary_centre)
+    )
+    assert same.provenance["auxiliary"]["view"] == "CC"

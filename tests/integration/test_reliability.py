@@ -19,7 +19,7 @@ from aln.benchmarks.overload import closed_loop_capacity, open_loop
 from aln.client import AlnClient, ImageInput, Prediction, RetryPolicy, Study
 from aln.export.repository import build_repository
 from aln.preprocessing import contract
-from aln.server import EmbeddedServer, ServerConfig, free_port
+from aln.serving.server import EmbeddedServer, ServerConfig, free_port
 
 QUEUE_TIMEOUT_S = 1.0
 

@@ -10,7 +10,7 @@ import pytest
 
 from aln.client import AlnClient, ImageInput, InvalidInputError, ModelUnavailableError
 from aln.preprocessing import contract
-from aln.server import EmbeddedServer, ServerConfig, free_port
+from aln.serving.server import EmbeddedServer, ServerConfig, free_port
 from tests.corpus import bad_studies, edit
 
 PHI = {

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 
-from aln.server import free_port
+from aln.serving.server import free_port
 
 
 def test_serve_prints_endpoints_and_stops_on_sigterm(served, tmp_path):

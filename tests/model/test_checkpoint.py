@@ -4,8 +4,11 @@ import shutil
 import pytest
 import torch
 
-from aln.model.checkpoint import load_checkpoint, new_demo_checkpoint, read_manifest
+from aln.model.checkpoint import load_checkpoint, new_demo_checkpoint
 from aln.model.errors import CheckpointError, ModelError
+from aln.preprocessing.crop import CropSpec
+from aln.preprocessing.errors import ManifestError
+from aln.preprocessing.manifest import read_manifest
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +32,8 @@ def test_demo_checkpoint_round_trip_and_is_marked(demo):
     )
     assert manifest.backbone == "efficientnet_b0" and manifest.embedding_dim == 1280
     assert manifest.clinical_dim == manifest.schema.width == 40
-    assert manifest.crop == {
-        "method": "fixed_mm",
-        "size_mm": 50.0,
-        "size_px": 512,
-        "margin_mm": 5.0,
-        "output_size": 256,
-    }
+    assert manifest.crop == CropSpec(method="fixed_mm", size_mm=50.0, size_px=512, margin_mm=5.0)
+    assert manifest.auxiliary is True  # the demo serves both branches
     assert len(manifest.weights_sha256) == 64
     again = new_demo_checkpoint(demo.parent / "again", "efficientnet_b0", seed=3)
     assert again.weights_sha256 == manifest.weights_sha256  # seeded
@@ -58,22 +56,25 @@ def test_wrong_digest(demo, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("change", "message"),
+    ("change", "error", "message"),
     [
-        ({"backbone": "vit_huge"}, "backbone name of 'vit_huge' is invalid"),
-        ({"clinical_dim": 12}, "'clinical_dim' is 12 but the clinical schema"),
-        ({"embedding_dim": 99}, "'embedding_dim' is 99"),
-        ({"format_version": 7}, "'format_version' is 7"),
-        ({"input_size": 384}, "'input_size' is 384"),
-        ({"surprise": 1}, "'surprise' .* is not known"),
+        ({"backbone": "vit_huge"}, CheckpointError, "backbone name of 'vit_huge' is invalid"),
+        ({"embedding_dim": 99}, CheckpointError, "'embedding_dim' is 99"),
+        ({"clinical_dim": 12}, ManifestError, "'clinical_dim' is 12 but the clinical schema"),
+        ({"format_version": 7}, ManifestError, "'format_version' .* is 7"),
+        ({"input_size": 384}, ManifestError, "'input_size' is 384"),
+        ({"surprise": 1}, ManifestError, "'surprise' .* is not known"),
+        ({"auxiliary": "yes"}, ManifestError, "'auxiliary' .* is 'yes', it must be true or false"),
+        ({"crop": {"method": "square"}}, ManifestError, "crop method of 'square' is invalid"),
+        ({"crop": {"zoom": 2}}, ManifestError, "'crop' .*unexpected keyword argument 'zoom'"),
     ],
 )
-def test_mismatched_manifest(demo, tmp_path, change, message):
+def test_mismatched_manifest(demo, tmp_path, change, error, message):
     target = _copy(demo, tmp_path)
     raw = json.loads((target / "manifest.json").read_text())
     raw.update(change)
     (target / "manifest.json").write_text(json.dumps(raw))
-    with pytest.raises(CheckpointError, match=message):
+    with pytest.raises(error, match=message):
         load_checkpoint(target)
 
 
@@ -82,8 +83,27 @@ def test_missing_manifest_key(demo, tmp_path):
     raw = json.loads((target / "manifest.json").read_text())
     del raw["crop"]
     (target / "manifest.json").write_text(json.dumps(raw))
-    with pytest.raises(CheckpointError, match="'crop' is missing"):
+    with pytest.raises(ManifestError, match="'crop' is missing"):
         read_manifest(target)
+
+
+@pytest.mark.parametrize(
+    ("training", "auxiliary"),
+    [
+        ({"status": "untrained demo"}, True),  # demo checkpoints served both branches
+        ({"status": "trained", "config": {"auxiliary": False}}, False),
+        ({"status": "trained", "config": {"auxiliary": True}}, True),
+    ],
+)
+def test_version_1_manifests_are_migrated(demo, tmp_path, training, auxiliary):
+    """Version 1 kept the auxiliary flag in the training config; it is now a typed field."""
+    target = _copy(demo, tmp_path)
+    raw = json.loads((target / "manifest.json").read_text())
+    del raw["auxiliary"]
+    raw.update(format_version=1, training=training)
+    (target / "manifest.json").write_text(json.dumps(raw))
+    manifest = read_manifest(target)
+    assert manifest.auxiliary is auxiliary and manifest.format_version == 2
 
 
 def test_unknown_backbone_for_demo(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from aln.preprocessing.clinical import ClinicalSchema
-from aln.preprocessing.errors import ClinicalRecordError
+from aln.preprocessing.errors import ClinicalRecordError, ConfigurationError
 
 RECORD = {
     "age_years": 52,
@@ -92,7 +92,7 @@ def test_json_errors(schema, payload, message):
 
 def test_schema_round_trip(schema):
     assert ClinicalSchema.from_dict(json.loads(json.dumps(schema.to_dict()))) == schema
-    with pytest.raises(ClinicalRecordError, match="malformed"):
+    with pytest.raises(ConfigurationError, match="schema is malformed: field type 'text'"):
         ClinicalSchema.from_dict(
             {"name": "x", "version": "1", "fields": [{"name": "a", "type": "text"}]}
         )

@@ -3,8 +3,14 @@ import math
 import numpy as np
 import pytest
 
+from aln.preprocessing import contract
 from aln.preprocessing.crop import Box, CropSpec, Region, crop_box, normalise, pad_to_box, resize
-from aln.preprocessing.errors import RegionError
+from aln.preprocessing.errors import (
+    ConfigurationError,
+    InvalidRequestError,
+    PreprocessingError,
+    RegionError,
+)
 
 
 @pytest.mark.parametrize(
@@ -28,7 +34,7 @@ def test_other_crop_methods():
     assert bbox.as_tuple() == (450, 440, 570, 560)
     margin = crop_box(region, CropSpec(method="lesion_bbox_margin", margin_mm=5), 0.1)
     assert margin.x1 - margin.x0 == 120 + 2 * 50
-    with pytest.raises(RegionError, match="needs a lesion bounding box"):
+    with pytest.raises(RegionError, match="needs the lesion.s bounding box"):
         crop_box(Region(500, 500), CropSpec(method="lesion_bbox"), 0.1)
 
 
@@ -53,15 +59,35 @@ def test_region_tensor_round_trip():
     region = Region(1.5, 2.5, (0, 1, 3, 4))
     assert Region.from_array(region.to_array()) == region
     assert Region.from_array(Region(1, 2).to_array()).bbox is None
-    with pytest.raises(RegionError, match="must hold 6 values"):
+    with pytest.raises(InvalidRequestError, match="'region' has 2 values, it must hold 6"):
         Region.from_array([1, 2])
 
 
-def test_invalid_crop_spec():
-    with pytest.raises(RegionError, match="crop method of 'square'"):
+def test_region_layout_is_packed_and_unpacked_by_the_contract():
+    packed = contract.pack_region((10.5, 20.0), (1, 2, 30, 40))
+    assert packed.dtype == np.float32 and packed.tolist() == [10.5, 20.0, 1, 2, 30, 40]
+    assert contract.unpack_region(packed) == ((10.5, 20.0), (1.0, 2.0, 30.0, 40.0))
+    assert contract.unpack_region(contract.pack_region((3, 4))) == ((3.0, 4.0), None)
+    with pytest.raises(InvalidRequestError, match="Input 'auxiliary_region' has 7 values"):
+        contract.unpack_region(np.zeros(7), "auxiliary_region")
+
+
+def test_invalid_crop_spec_is_a_configuration_error():
+    """A bad crop spec is the deployment's fault, never answered as a bad request."""
+    with pytest.raises(ConfigurationError, match="crop method of 'square'") as raised:
         CropSpec(method="square")  # type: ignore[arg-type]
-    with pytest.raises(RegionError, match="size_mm of '-5"):
+    assert not isinstance(raised.value, PreprocessingError)
+    with pytest.raises(ConfigurationError, match="size_mm of '-5"):
         CropSpec(size_mm=-5)
+    with pytest.raises(
+        ConfigurationError, match="size_px of '4' is invalid, it must be at least 8"
+    ):
+        CropSpec(size_px=4)
+
+
+def test_box_methods_without_a_box_name_what_is_missing():
+    with pytest.raises(RegionError, match="needs the lesion's bounding box .* has only a centre"):
+        crop_box(Region(10, 10), CropSpec(method="lesion_bbox"), 0.1)
 
 
 def test_padding_places_inside_part_and_reports_it():

@@ -19,7 +19,7 @@ from aln.preprocessing import (
     preprocess_study,
 )
 from aln.preprocessing.errors import InvalidDicomError
-from aln.preprocessing.synth import TRANSFER_SYNTAXES
+from aln.synthetic import TRANSFER_SYNTAXES
 from tests.corpus import edit
 
 
@@ -83,7 +83,7 @@ def test_lesion_of_known_size_appears_at_known_scale():
     The same seed draws the same breast and lesion in millimetres; subtracting the image drawn
     with a vanishing lesion isolates the lesion from the texture.
     """
-    from aln.preprocessing.synth import synth_case
+    from aln.synthetic.mammogram import synth_case
 
     widths = {}
     for vendor in ("ge", "hologic", "fuji"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aln.preprocessing.synth import write_cohort
+from aln.synthetic.cohort import write_cohort
 from aln.training.cohort import read_cohort
 from aln.training.trainer import TrainConfig, train
 

@@ -9,7 +9,7 @@ import pytest
 
 from aln.export.repository import build_repository
 from aln.preprocessing import contract
-from aln.server import EmbeddedServer, ServerConfig, free_port
+from aln.serving.server import EmbeddedServer, ServerConfig, free_port
 from aln.training.cohort import read_cohort
 from aln.training.evaluate import evaluate, score_checkpoint, score_server
 from aln.training.experiment import grid, run_grid

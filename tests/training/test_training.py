@@ -1,6 +1,6 @@
 """Training and evaluation on the synthetic cohort with a known answer.
 
-The cohort's labels follow ``aln.preprocessing.synth.label_probability``: image terms (lesion
+The cohort's labels follow ``aln.synthetic.labels.label_probability``: image terms (lesion
 size, margin, density) and clinical terms (tumour size, cN stage, ER/HER2 and regimen). The
 clinical record alone carries much of that signal, so even a fusion head trained on ~80 cases over
 frozen, randomly initialised backbones ranks held-out cases far better than chance. The bound we

@@ -1,1 +1,5 @@
-../../backbone_primary/1/model.py
+"""Triton Python-backend model backbone_auxiliary: see aln.serving.triton_models."""
+
+from aln.serving.triton_models import EngineModel as TritonPythonModel
+
+__all__ = ["TritonPythonModel"]

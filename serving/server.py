@@ -1,4 +1,4 @@
-"""Run the Triton Inference Server bundled in the ``nvidia-pytriton`` wheel (no Docker).
+"""Start the Triton Inference Server bundled in the ``nvidia-pytriton`` wheel (no Docker).
 
 The wheel carries ``tritonserver`` 2.51 with the Python backend and one backend stub per CPython
 version. The stub for the running Python is copied into the backend folder (inside the installed
@@ -22,23 +22,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-
-class ServerError(RuntimeError):
-    """The server could not be found, started, or made ready."""
+from aln.errors import MissingComponentError
+from aln.serving.errors import RepositoryError, ServerStartError
 
 
 def triton_home() -> Path:
     """The ``tritonserver`` folder inside the installed ``nvidia-pytriton`` wheel.
 
     Raises:
-        ServerError: The wheel is not installed (``pip install -e '.[serve]'``).
+        MissingComponentError: The wheel is not installed (``pip install 'aln-triton[serve]'``).
     """
     try:
         import pytriton
     except ImportError as exc:
-        raise ServerError(
+        raise MissingComponentError(
             "The Triton server comes with the 'nvidia-pytriton' wheel, which is not installed; "
-            "run `make install` or `pip install -e '.[serve]'`"
+            "run `make install` or `pip install 'aln-triton[serve]'`",
+            "nvidia-pytriton",
         ) from exc
     return Path(pytriton.__file__).parent / "tritonserver"
 
@@ -48,8 +48,9 @@ def install_stub(home: Path) -> Path:
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     source = home / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not source.is_file():
-        raise ServerError(
-            f"The nvidia-pytriton wheel has no Python-backend stub for Python {version}"
+        raise MissingComponentError(
+            f"The nvidia-pytriton wheel has no Python-backend stub for Python {version}",
+            "triton_python_backend_stub",
         )
     target = home / "backends" / "python" / "triton_python_backend_stub"
     if not target.exists() or target.stat().st_size != source.stat().st_size:
@@ -135,7 +136,19 @@ class EmbeddedServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> EmbeddedServer:
-        """Start the process (returns at once; see :meth:`wait_until_ready`)."""
+        """Start the process (returns at once; see :meth:`wait_until_ready`).
+
+        Raises:
+            RepositoryError: The repository holds no ``aln_ensemble``.
+            MissingComponentError: The ``nvidia-pytriton`` wheel is not installed.
+        """
+        from aln.preprocessing import contract
+
+        if not (Path(self.config.repository) / contract.ENSEMBLE / "config.pbtxt").is_file():
+            raise RepositoryError(
+                f"The model repository '{self.config.repository}' holds no {contract.ENSEMBLE}; "
+                "run `aln build-repo CHECKPOINT --out DIR` first"
+            )
         home = triton_home()
         install_stub(home)
         env = dict(os.environ)
@@ -157,6 +170,17 @@ class EmbeddedServer:
         )
         return self
 
+    @property
+    def pid(self) -> int:
+        """The server's process id.
+
+        Raises:
+            ServerStartError: :meth:`start` was not called.
+        """
+        if self.process is None:
+            raise ServerStartError("The server was not started; call start() first")
+        return self.process.pid
+
     def is_ready(self, model: str | None = None) -> bool:
         """Whether the server (and ``model``, when given) answers ready over HTTP."""
         path = f"/v2/models/{model}/ready" if model else "/v2/health/ready"
@@ -171,19 +195,19 @@ class EmbeddedServer:
         """Block until ready.
 
         Raises:
-            ServerError: The process exited, or ``timeout_s`` passed.
+            ServerStartError: The process exited, or ``timeout_s`` passed.
         """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise ServerError(
+                raise ServerStartError(
                     f"tritonserver exited with status {self.process.returncode} "
                     "before it was ready; see its log"
                 )
             if self.is_ready(model):
                 return
             time.sleep(0.25)
-        raise ServerError(f"tritonserver was not ready within {timeout_s:.0f} s")
+        raise ServerStartError(f"tritonserver was not ready within {timeout_s:.0f} s")
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """Stop with SIGTERM (Triton drains in-flight requests), then SIGKILL if it hangs."""

@@ -6,13 +6,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from aln.preprocessing.synth import (
-    MANIFEST_COLUMNS,
-    TRANSFER_SYNTAXES,
-    VENDORS,
-    synth_case,
-    write_cohort,
-)
+from aln.synthetic import TRANSFER_SYNTAXES, VENDORS
+from aln.synthetic.cohort import MANIFEST_COLUMNS, write_cohort
+from aln.synthetic.mammogram import synth_case
 
 
 def test_seeded_and_reproducible():

@@ -1,0 +1,224 @@
+"""What shapes a served repository: the typed spec and the engine parameters, defined once.
+
+:class:`RepositorySpec` is what ``aln build-repo`` turns into ``config.pbtxt`` files
+(:mod:`aln.export.repository`); :class:`EngineSettings` is the part of it an engine model reads
+back from its config's ``parameters`` when Triton loads it (:mod:`aln.serving.triton_models`).
+Both sides use the parameter names and defaults below, so they cannot drift. It imports only the
+contract (numpy): the command line reads its defaults from here without loading any runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields
+from typing import Any, ClassVar, Literal
+
+from aln.preprocessing import contract
+
+Profile = Literal["embedded", "production"]
+PROFILES: tuple[Profile, ...] = ("embedded", "production")
+EngineFormat = Literal["onnx", "tensorrt"]
+ENGINE_FORMATS: tuple[EngineFormat, ...] = ("onnx", "tensorrt")
+
+WARMUP_DIR = "warmup"
+"""Folder of the preprocess model holding its warm-up data files."""
+
+ADAPTERS = {
+    contract.PREPROCESS: "PreprocessModel",
+    contract.BACKBONE_PRIMARY: "EngineModel",
+    contract.BACKBONE_AUXILIARY: "EngineModel",
+    contract.FUSION_HEAD: "EngineModel",
+}
+"""Python-backend model name -> the class of :mod:`aln.serving.triton_models` that serves it."""
+
+
+def adapter_source(model: str) -> str:
+    """The ``model.py`` written into a repository for ``model``: one import, nothing else.
+
+    The adapters live in the installed package, so a wheel install builds and serves a
+    repository without the source tree.
+    """
+    return (
+        f'"""Triton Python-backend model {model}: see aln.serving.triton_models."""\n\n'
+        f"from aln.serving.triton_models import {ADAPTERS[model]} as TritonPythonModel\n\n"
+        '__all__ = ["TritonPythonModel"]\n'
+    )
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How one engine model runs its graph; written to and read from its config ``parameters``.
+
+    Attributes:
+        threads: Intra-op threads of the engine runtime.
+        spinning: Let idle intra-op threads spin-wait (ONNX Runtime's own default). Off: in a
+            server the cores are shared with preprocessing; measured on 2 cores, spinning cost
+            22 core-ms per study in the backbone and 5 in the fusion head
+            (``benchmarks/README.md``).
+        skip_all_zero_rows: Skip rows whose every input value is 0 and answer zeros for them
+            (the auxiliary backbone: a study without an auxiliary image sends zeros, a real crop
+            is never all zeros after normalisation, and the fusion head multiplies that branch by
+            the present flag, so no answer changes).
+    """
+
+    threads: int = 1
+    spinning: bool = False
+    skip_all_zero_rows: bool = False
+
+    PARAMETERS: ClassVar[dict[str, str]] = {
+        "threads": "intra_op_threads",
+        "spinning": "intra_op_spinning",
+        "skip_all_zero_rows": "skip_all_zero_rows",
+    }
+    """Attribute -> name of the ``parameters`` entry in ``config.pbtxt``."""
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ValueError(f"An engine threads of {self.threads} is invalid, it must be >= 1")
+
+    def to_parameters(self) -> dict[str, str]:
+        """The config ``parameters`` entries (string values, as Triton stores them)."""
+        return {self.PARAMETERS[f.name]: _format(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, str]) -> EngineSettings:
+        """Read back from a model config's ``parameters`` (absent entries take the defaults).
+
+        Raises:
+            ValueError: An entry that is not a number (threads) or not ``true``/``false``.
+        """
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            text = parameters.get(cls.PARAMETERS[f.name])
+            if text is None:
+                continue
+            if f.type in ("bool", bool):
+                if text not in ("true", "false"):
+                    raise ValueError(
+                        f"Engine parameter '{cls.PARAMETERS[f.name]}' is '{text}', it must be "
+                        "true or false"
+                    )
+                values[f.name] = text == "true"
+            else:
+                try:
+                    values[f.name] = int(text)
+                except ValueError:
+                    raise ValueError(
+                        f"Engine parameter '{cls.PARAMETERS[f.name]}' is '{text}', it must be an "
+                        "integer"
+                    ) from None
+        return cls(**values)
+
+
+def _format(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@dataclass(frozen=True)
+class RepositorySpec:
+    """Everything that shapes the generated configs.
+
+    Attributes:
+        embedding_dim: Backbone embedding width (from the checkpoint).
+        clinical_dim: Clinical vector width (from the checkpoint's schema).
+        profile: ``embedded`` or ``production``.
+        engine_format: Engines as ONNX or TensorRT plans (production only).
+        max_batch: ``max_batch_size`` of the engines (backbones, fusion head).
+        preprocess_max_batch: ``max_batch_size`` of ``preprocess`` and of the ensemble (a client
+            request carries one study). 1 by default: the preprocess model handles a batch one
+            study after another, so batching saves nothing and makes every study wait for its
+            batch-mates; under overload a batch of 32 held studies for seconds past the queue
+            timeout (docs/reliability.md).
+        preprocess_instances: Python processes decoding DICOM in parallel.
+        backbone_instances: Instances of each engine (backbones and fusion head). Two
+            single-threaded instances by default: on the 2-core CI machine they served more
+            studies/s at concurrency 8 than one two-threaded instance (a parallel ONNX Runtime
+            run waits for its slowest thread, and preprocessing shares the cores), at the cost of
+            single-request latency; ``aln bench search`` measures both (``benchmarks/README.md``).
+        max_queue_delay_us: How long the dynamic batcher waits to grow a batch.
+        max_queue_size: Requests queued per model beyond which new ones are rejected; 0 (the
+            default) sets no size bound and sheds by time only. Triton 2.51 (the embedded
+            server) stops answering after sustained rejections over a composing model's
+            ``max_queue_size`` (docs/reliability.md), while time-based rejection keeps goodput at
+            capacity and recovers; the queue stays bounded by arrival rate x timeout.
+        queue_timeout_us: Time a request may wait in a queue before it is rejected.
+        engine_threads: Intra-op threads per backbone instance (embedded); the fusion head, a few
+            thousand multiply-adds, always runs on one.
+        engine_spinning: Let idle engine threads spin-wait (embedded); see
+            :class:`EngineSettings`.
+    """
+
+    embedding_dim: int
+    clinical_dim: int
+    profile: Profile = "embedded"
+    engine_format: EngineFormat = "onnx"
+    max_batch: int = 32
+    preprocess_max_batch: int = 1
+    preprocess_instances: int = 2
+    backbone_instances: int = 2
+    max_queue_delay_us: int = 2000
+    max_queue_size: int = 0
+    queue_timeout_us: int = 5_000_000
+    engine_threads: int = EngineSettings.threads
+    engine_spinning: bool = EngineSettings.spinning
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(
+                f"A profile of '{self.profile}' is invalid, it must be one of {', '.join(PROFILES)}"
+            )
+        if self.engine_format not in ENGINE_FORMATS:
+            raise ValueError(
+                f"An engine_format of '{self.engine_format}' is invalid, it must be one of "
+                f"{', '.join(ENGINE_FORMATS)}"
+            )
+        if self.profile == "embedded" and self.engine_format != "onnx":
+            raise ValueError(
+                f"An engine_format of '{self.engine_format}' is invalid for the embedded profile, "
+                "it serves onnx only (its server has no TensorRT backend); use --profile "
+                "production"
+            )
+        for name in (
+            "max_batch",
+            "preprocess_max_batch",
+            "preprocess_instances",
+            "backbone_instances",
+            "engine_threads",
+            "queue_timeout_us",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"A {name} of {getattr(self, name)} is invalid, it must be at least 1"
+                )
+        for name in ("max_queue_size", "max_queue_delay_us"):
+            if getattr(self, name) < 0:
+                raise ValueError(
+                    f"A {name} of {getattr(self, name)} is invalid, it must be 0 or more"
+                )
+
+    @property
+    def widths(self) -> dict[str, int]:
+        """Checkpoint-dependent tensor widths for :meth:`TensorSpec.resolve_dims`."""
+        return {
+            contract.CLINICAL_VECTOR.name: self.clinical_dim,
+            contract.BACKBONE_OUTPUT.name: self.embedding_dim,
+            contract.PRIMARY_EMBEDDING.name: self.embedding_dim,
+            contract.AUXILIARY_EMBEDDING.name: self.embedding_dim,
+        }
+
+    def engine_settings(self, model: str, *, skip_all_zero_rows: bool = False) -> EngineSettings:
+        """The settings one engine model is served with (the fusion head runs on one thread)."""
+        threads = 1 if model == contract.FUSION_HEAD else self.engine_threads
+        return EngineSettings(threads, self.engine_spinning, skip_all_zero_rows)
+
+
+def spec_default(name: str) -> Any:
+    """The default of a :class:`RepositorySpec` field (the command line's defaults come from here).
+
+    Raises:
+        KeyError: ``name`` is not a field with a default.
+    """
+    for f in fields(RepositorySpec):
+        if f.name == name and f.default is not MISSING:
+            return f.default
+    raise KeyError(name)
