@@ -21,14 +21,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from aln.errors import MissingComponentError
 from aln.model.errors import ModelError
 
 FP16_PROBABILITY_TOLERANCE = 1e-2
 _FP32_PINNED_LAYER_TYPES = ("SOFTMAX", "NORMALIZATION", "REDUCE")
 
 
-class TensorRTUnavailableError(ModelError):
-    """TensorRT or a CUDA GPU is not present on this machine."""
+class TensorRTUnavailableError(MissingComponentError):
+    """TensorRT or a CUDA GPU is not present on this machine (exit status 4, not bad input)."""
 
 
 class PlanMismatchError(ModelError):
@@ -61,14 +62,16 @@ def build_environment() -> BuildEnvironment:
     except ImportError as exc:
         raise TensorRTUnavailableError(
             "TensorRT is not installed here (no 'tensorrt' Python package); build plans on a GPU "
-            "machine inside the NGC Triton container, or use --format onnx"
+            "machine inside the NGC Triton container, or use --format onnx",
+            "TensorRT",
         ) from exc
     import torch
 
     if not torch.cuda.is_available():
         raise TensorRTUnavailableError(
             "No CUDA GPU is visible (torch.cuda.is_available() is False); TensorRT plans must be "
-            "built on the GPU that will run them"
+            "built on the GPU that will run them",
+            "CUDA GPU",
         )
     major, minor = torch.cuda.get_device_capability(0)
     return BuildEnvironment(trt.__version__, torch.cuda.get_device_name(0), f"{major}.{minor}")
@@ -145,7 +148,10 @@ def build_plan(
                 layer.precision = trt.float32
     if precision == "int8":
         if calibration is None:
-            raise ModelError("int8 needs calibration crops")
+            raise ModelError(
+                f"A precision of 'int8' needs calibration crops to build {plan.name}, and none "
+                "were given (--calibration MANIFEST_OR_FOLDER)"
+            )
         config.set_flag(trt.BuilderFlag.INT8)
         config.int8_calibrator = _calibrator(trt, calibration, plan.with_suffix(".calib"))
     serialized = builder.build_serialized_network(network, config)

@@ -96,8 +96,6 @@ class OnnxEngine:
         try:
             return self._run_together(requests)
         except Exception:
-            if len(requests) == 1:
-                return [self._run_alone(requests[0])]
             return [self._run_alone(r) for r in requests]
 
     def _run_together(self, requests: Sequence[Arrays]) -> list[Arrays | RequestFailedError]:

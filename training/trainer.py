@@ -75,6 +75,29 @@ class TrainConfig:
     model_name: str | None = None
 
 
+@dataclass(frozen=True)
+class TrainResult:
+    """What one training run produced.
+
+    Attributes:
+        checkpoint: The checkpoint folder written.
+        best_epoch: The epoch selected on validation AUC (1-based).
+        epochs_run: Epochs run before early stopping.
+        best_val_auc: Validation AUC of the selected epoch.
+        crop_cache_hits: Crops read from the content-addressed cache.
+        crop_cache_misses: Crops computed by the preprocessing.
+        summary: The JSON summary stored in the manifest's ``training`` and ``training_log.json``.
+    """
+
+    checkpoint: Path
+    best_epoch: int
+    epochs_run: int
+    best_val_auc: float
+    crop_cache_hits: int
+    crop_cache_misses: int
+    summary: dict[str, Any]
+
+
 @dataclass
 class Prepared:
     """A split's inputs as arrays."""
@@ -157,11 +180,11 @@ def train(
     out: Path,
     cache_dir: Path,
     schema: ClinicalSchema | None = None,
-) -> dict[str, Any]:
+) -> TrainResult:
     """Train, select the best validation epoch and write the checkpoint to ``out``.
 
     Returns:
-        The training summary (also in the checkpoint manifest and ``training_log.json``).
+        The result; its summary is also in the checkpoint manifest and ``training_log.json``.
 
     Raises:
         ValueError: No training or validation cases, or a single class in either.
@@ -289,7 +312,9 @@ def train(
     )
     save_checkpoint(net, manifest, out)
     _write_log(Path(out), history, summary)
-    return summary
+    return TrainResult(
+        Path(out), best_epoch, len(history), best_auc, cache.hits, cache.misses, summary
+    )
 
 
 def _write_log(out: Path, history: list[dict[str, float]], summary: dict[str, Any]) -> None:

@@ -126,10 +126,10 @@ def run_train(args: argparse.Namespace) -> int:
     )
     cases = read_cohort(args.manifest)
     cache = args.cache or args.out.parent / ".crop_cache"
-    summary = train(cases, config, args.out, cache, ClinicalSchema.load(args.clinical_schema))
+    result = train(cases, config, args.out, cache, ClinicalSchema.load(args.clinical_schema))
     print(
-        f"wrote {args.out}: best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
-        f"validation AUC {summary['best_val_auc']:.3f}"
+        f"wrote {result.checkpoint}: best epoch {result.best_epoch} of {result.epochs_run}, "
+        f"validation AUC {result.best_val_auc:.3f}"
     )
     return 0
 

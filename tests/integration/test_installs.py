@@ -85,6 +85,14 @@ def test_a_command_that_needs_an_extra_names_it(client_bin: Path, tmp_path: Path
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_serving_without_the_server_wheel_names_it(client_bin: Path, tmp_path: Path) -> None:
+    (tmp_path / "repo" / contract.ENSEMBLE).mkdir(parents=True)
+    (tmp_path / "repo" / contract.ENSEMBLE / "config.pbtxt").write_text("")
+    result = _run([str(client_bin / "aln"), "serve", "--repo", str(tmp_path / "repo")])
+    assert result.returncode == 4, result.stderr
+    assert "'nvidia-pytriton' wheel, which is not installed" in result.stderr
+
+
 @pytest.fixture(scope="module")
 def wheel_bin(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Path:
     bin_dir = _venv(tmp_path_factory.mktemp("wheel") / "venv")
@@ -101,7 +109,8 @@ def wheel_bin(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Path:
 
 def test_a_wheel_install_builds_and_serves_a_repository(wheel_bin: Path, tmp_path: Path) -> None:
     where = _run(
-        [str(wheel_bin / "python"), "-c", "import aln.serving; print(aln.serving.__file__)"]
+        [str(wheel_bin / "python"), "-c", "import aln.serving; print(aln.serving.__file__)"],
+        cwd=tmp_path,  # away from the source tree, whose aln/ would shadow the installed one
     )
     assert str(wheel_bin.parent) in where.stdout and str(ROOT) not in where.stdout, where
     aln = str(wheel_bin / "aln")

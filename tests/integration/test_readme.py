@@ -25,7 +25,7 @@ MARK = "<!-- runs-in-tests:"
 README_URL = "localhost:8001"
 
 
-def tested_blocks(text: str) -> list[tuple[str, str]]:
+def marked_blocks(text: str) -> list[tuple[str, str]]:
     """``(language, body)`` of every marked fenced block, in README order."""
     pattern = re.compile(re.escape(MARK) + r"[^\n]*\n```(\w+)\n(.*?)\n```", re.S)
     return [(m.group(1), m.group(2)) for m in pattern.finditer(text)]
@@ -43,7 +43,7 @@ def console_commands(body: str) -> list[tuple[str, list[str]]]:
 
 
 def test_the_readme_marks_its_runnable_examples():
-    blocks = tested_blocks((ROOT / "README.md").read_text())
+    blocks = marked_blocks((ROOT / "README.md").read_text())
     assert {language for language, _ in blocks} == {"console", "python"}
     assert sum(len(console_commands(b)) for lang, b in blocks if lang == "console") >= 5
 
@@ -59,7 +59,7 @@ def test_the_readme_examples_run_as_written(served, workdir):
     url = served[2]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     ran = 0
-    for language, body in tested_blocks((ROOT / "README.md").read_text()):
+    for language, body in marked_blocks((ROOT / "README.md").read_text()):
         if language == "console":
             for command, expected in console_commands(body):
                 args = shlex.split(command.replace(README_URL, url))
