@@ -7,7 +7,13 @@ subset of the KServe v2 gRPC protocol the client SDK uses (readiness, metadata, 
 ``aln_ensemble``), so the same SDK, workload and benchmark code drive both servers, and it uses
 the same checkpoint and preprocessing, so both answer the same probabilities.
 
-Run: ``python -m aln.benchmarks.baseline --checkpoint CKPT --port 8101``.
+Three switches turn the naive server, one at a time, towards what the ensemble does (the
+ablation of ``aln bench ablation``; :class:`BaselineOptions`): ``--skip-absent-auxiliary`` (do
+not run the auxiliary backbone for a study without an auxiliary image: the same network work as
+the ensemble, the *equal-work* baseline), ``--engine onnxruntime`` (the exported graphs instead of
+eager torch) and ``--decode region`` (decode only the crop).
+
+Run: ``python -m aln.benchmarks.baseline --checkpoint CKPT --port 8101 [--threads 2]``.
 """
 
 from __future__ import annotations
@@ -16,9 +22,11 @@ import argparse
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from concurrent import futures
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 import numpy as np
@@ -29,13 +37,54 @@ from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
 from aln.model.checkpoint import load_checkpoint
 from aln.preprocessing import contract
+from aln.preprocessing.decode import DecodeStrategy
 from aln.preprocessing.errors import PreprocessingError
+from aln.preprocessing.pipeline import StudyTensors
 from aln.preprocessing.serving import RawRequest, StudyPreprocessor
 
+Forward = Callable[[StudyTensors], tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]
+"""One study's tensors -> ``(logit, probability)``, each float32 (1, 1)."""
+
 SERVER_NAME = "aln-naive-baseline"
-DEFAULT_WORKERS = 2
-"""gRPC worker threads: the best of 1, 2, 4 and 8 on the 2-core CI machine (measured side by
-side in ``benchmarks/README.md``; more threads oversubscribe the cores with eager forwards)."""
+
+
+@dataclass(frozen=True)
+class BaselineOptions:
+    """How the baseline serves; the defaults are the naive server.
+
+    Attributes:
+        workers: gRPC worker threads (requests in flight at once).
+        threads: torch (or ONNX Runtime) intra-op threads, set explicitly: the best of the sweep
+            in ``benchmarks/results/baseline_threads-*.json`` (``aln bench baseline-threads``).
+        engine: ``torch`` (eager, the naive way) or ``onnxruntime`` (the exported graphs, batch 1).
+        decode: ``full`` (the naive way) or ``region`` (decode only the crop).
+        skip_absent_auxiliary: Skip the auxiliary backbone when a study has no auxiliary image,
+            as the served ensemble does: the same network work per study.
+    """
+
+    workers: int = 2
+    threads: int = 2
+    engine: Literal["torch", "onnxruntime"] = "torch"
+    decode: DecodeStrategy = "full"
+    skip_absent_auxiliary: bool = False
+
+    def arguments(self) -> list[str]:
+        """The command-line arguments that reproduce these options."""
+        args = ["--workers", str(self.workers), "--threads", str(self.threads)]
+        args += ["--engine", self.engine, "--decode", self.decode]
+        return args + (["--skip-absent-auxiliary"] if self.skip_absent_auxiliary else [])
+
+    def label(self) -> str:
+        """A short name for tables (``naive``, ``equal-work``, or the switches set)."""
+        naive = BaselineOptions(workers=self.workers, threads=self.threads)
+        if self == naive:
+            return "naive"
+        if self == replace(naive, skip_absent_auxiliary=True):
+            return "equal-work"
+        parts = [self.engine, f"{self.decode} decode"]
+        return " + ".join(parts + (["skip absent aux"] if self.skip_absent_auxiliary else []))
+
+
 _NUMPY = {"UINT8": np.uint8, "FP32": np.float32}
 _GRPC_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 
@@ -66,17 +115,84 @@ def _output(response: Any, name: str, array: npt.NDArray[Any]) -> None:
         response.raw_output_contents.append(array.astype(np.float32).tobytes())
 
 
+def torch_forward(checkpoint: Path, options: BaselineOptions) -> Forward:
+    """The eager torch model at batch 1 (the naive engine)."""
+    net, _ = load_checkpoint(checkpoint)
+    net.eval()
+
+    @torch.inference_mode()
+    def forward(t: StudyTensors) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        present = torch.from_numpy(t.auxiliary_present[None])
+        primary = net.backbone_primary(torch.from_numpy(t.primary_image[None]))
+        if options.skip_absent_auxiliary and not t.auxiliary_present.any():
+            auxiliary = torch.zeros_like(primary)  # multiplied by present = 0 in the head
+        else:
+            auxiliary = net.backbone_auxiliary(torch.from_numpy(t.auxiliary_image[None]))
+        clinical = torch.from_numpy(t.clinical_vector[None])
+        logit, probability = net.fusion_head(primary, auxiliary, present, clinical)
+        return logit.numpy(), probability.numpy()
+
+    return forward
+
+
+def onnxruntime_forward(export: Path, options: BaselineOptions) -> Forward:
+    """The exported graphs on ONNX Runtime at batch 1, in this process."""
+    from aln.export.onnx_export import GRAPH_FILES
+    from aln.serving.engine import OnnxEngine
+    from aln.serving.spec import EngineSettings
+
+    settings = EngineSettings(threads=options.threads)
+    engines = {model: OnnxEngine(export / name, settings) for model, name in GRAPH_FILES.items()}
+
+    def run(model: str, feeds: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+        return engines[model].run(feeds)
+
+    def forward(t: StudyTensors) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        image = contract.BACKBONE_INPUT.name
+        embedding = contract.BACKBONE_OUTPUT.name
+        primary = run(contract.BACKBONE_PRIMARY, {image: t.primary_image[None]})[embedding]
+        if options.skip_absent_auxiliary and not t.auxiliary_present.any():
+            auxiliary = np.zeros_like(primary)
+        else:
+            auxiliary = run(contract.BACKBONE_AUXILIARY, {image: t.auxiliary_image[None]})[
+                embedding
+            ]
+        out = run(
+            contract.FUSION_HEAD,
+            {
+                contract.PRIMARY_EMBEDDING.name: primary,
+                contract.AUXILIARY_EMBEDDING.name: auxiliary,
+                contract.AUXILIARY_PRESENT.name: t.auxiliary_present[None],
+                contract.CLINICAL_VECTOR.name: t.clinical_vector[None],
+            },
+        )
+        return out[contract.ALN_LOGIT.name], out[contract.ALN_PROBABILITY.name]
+
+    return forward
+
+
 class BaselineServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
-    """Eager torch, one request at a time per worker thread, full DICOM decode.
+    """One request at a time per worker thread: preprocess, then the engine at batch 1.
 
     Args:
         checkpoint: The checkpoint the ensemble was built from.
+        options: Engine, decode, threads and the auxiliary skip.
+        export: The ``aln export`` folder of ``checkpoint`` (``engine="onnxruntime"`` only).
     """
 
-    def __init__(self, checkpoint: Path) -> None:
-        self.net, manifest = load_checkpoint(checkpoint)
-        self.net.eval()
-        self.preprocessor = StudyPreprocessor(manifest, strategy="full")
+    def __init__(
+        self, checkpoint: Path, options: BaselineOptions, export: Path | None = None
+    ) -> None:
+        from aln.preprocessing.manifest import read_manifest
+
+        torch.set_num_threads(options.threads)
+        if options.engine == "onnxruntime":
+            if export is None:
+                raise ValueError("The onnxruntime engine needs the export folder (--export DIR)")
+            self.forward = onnxruntime_forward(export, options)
+        else:
+            self.forward = torch_forward(checkpoint, options)
+        self.preprocessor = StudyPreprocessor(read_manifest(checkpoint), strategy=options.decode)
 
     def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method names)
         """Always live once started."""
@@ -106,16 +222,10 @@ class BaselineServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
             tensors = self.preprocessor(RawRequest.from_arrays(_input_arrays(request)))
         except PreprocessingError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        with torch.inference_mode():
-            logit, probability = self.net(
-                torch.from_numpy(tensors.primary_image[None]),
-                torch.from_numpy(tensors.auxiliary_image[None]),
-                torch.from_numpy(tensors.auxiliary_present[None]),
-                torch.from_numpy(tensors.clinical_vector[None]),
-            )
+        logit, probability = self.forward(tensors)
         response = service_pb2.ModelInferResponse(model_name=contract.ENSEMBLE, id=request.id)
-        _output(response, contract.ALN_PROBABILITY.name, probability.numpy().reshape(1, 1))
-        _output(response, contract.ALN_LOGIT.name, logit.numpy().reshape(1, 1))
+        _output(response, contract.ALN_PROBABILITY.name, probability.reshape(1, 1))
+        _output(response, contract.ALN_LOGIT.name, logit.reshape(1, 1))
         _output(
             response,
             contract.PROVENANCE.name,
@@ -124,11 +234,19 @@ class BaselineServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
         return response
 
 
-def serve(checkpoint: Path, port: int, workers: int = DEFAULT_WORKERS) -> grpc.Server:
+def serve(
+    checkpoint: Path,
+    port: int,
+    options: BaselineOptions | None = None,
+    export: Path | None = None,
+) -> grpc.Server:
     """Start the baseline on ``127.0.0.1:port``; returns the running server."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=_GRPC_OPTIONS)
+    options = options or BaselineOptions()
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=options.workers), options=_GRPC_OPTIONS
+    )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        BaselineServicer(checkpoint), server
+        BaselineServicer(checkpoint, options, export), server
     )
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
@@ -136,16 +254,25 @@ def serve(checkpoint: Path, port: int, workers: int = DEFAULT_WORKERS) -> grpc.S
 
 
 def main(argv: list[str] | None = None) -> int:
+    defaults = BaselineOptions()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
+    parser.add_argument("--workers", type=int, default=defaults.workers)
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="intra-op threads")
+    parser.add_argument("--engine", choices=("torch", "onnxruntime"), default=defaults.engine)
+    parser.add_argument("--decode", choices=("full", "region"), default=defaults.decode)
+    parser.add_argument("--skip-absent-auxiliary", action="store_true")
+    parser.add_argument("--export", type=Path, help="aln export folder (--engine onnxruntime)")
     args = parser.parse_args(argv)
-    server = serve(args.checkpoint, args.port, args.workers)
+    options = BaselineOptions(
+        args.workers, args.threads, args.engine, args.decode, args.skip_absent_auxiliary
+    )
+    server = serve(args.checkpoint, args.port, options, args.export)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    print(f"{SERVER_NAME} listening on 127.0.0.1:{args.port}", flush=True)
+    print(f"{SERVER_NAME} ({options.label()}) listening on 127.0.0.1:{args.port}", flush=True)
     stop.wait()
     server.stop(grace=2).wait()
     return 0

@@ -1,21 +1,36 @@
-"""The served ensemble and the naive baseline, side by side on the same inputs and machine.
+"""The served ensemble against two baselines, side by side on the same inputs and machine.
 
-``aln bench compare`` starts each server in turn on the same checkpoint (never both at once: they
-would share the cores), runs the same latency sweep (:mod:`aln.benchmarks.latency`) against each
-and reports, at every concurrency, the ensemble's throughput and p99 as ratios of the baseline's.
+``aln bench compare`` starts each server in turn on the same checkpoint (never two at once: they
+would share the cores) and runs the same latency sweep (:mod:`aln.benchmarks.latency`) against
+each, for every workload:
+
+* ``naive``: the model served the way a user writes it (:mod:`aln.benchmarks.baseline`): the
+  whole network forward per study, which runs the auxiliary backbone on an all-zero image when a
+  study has no auxiliary image;
+* ``equal-work``: the same server skipping that absent auxiliary image, so it does the network
+  work the ensemble does (the ensemble skips all-zero auxiliary rows). The headline ratio.
+
+Both baselines run with their intra-op threads and gRPC workers set explicitly (the defaults of
+:class:`~aln.benchmarks.baseline.BaselineOptions`, chosen by ``aln bench baseline-threads``) and
+the result records them. Workloads are named ``SYNTAX`` or ``SYNTAX+aux`` (with an auxiliary
+region on the primary image).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from aln.benchmarks import latency, servers, workload
-from aln.benchmarks.machine import write_result
+from aln.benchmarks.machine import describe_machine, write_result
 from aln.benchmarks.plots import plot_sweeps
 from aln.benchmarks.workload import Workload
+
+BASELINES = ("naive", "equal-work")
+DEFAULT_WORKLOADS = "explicit,explicit+aux,jpeg2000,jpeg2000+aux"
 
 
 def ratios(ensemble: dict[str, Any], baseline: dict[str, Any]) -> list[dict[str, Any]]:
@@ -47,80 +62,162 @@ def ratios(ensemble: dict[str, Any], baseline: dict[str, Any]) -> list[dict[str,
     return out
 
 
-def compare(
-    checkpoint: Path,
-    work: Path,
-    workload: Workload,
+def named_workloads(names: str, per_syntax: int = 2) -> dict[str, Workload]:
+    """``explicit,jpeg2000+aux`` -> one synthetic workload per name.
+
+    Raises:
+        ValueError: An unknown transfer syntax.
+    """
+    out = {}
+    for name in names.split(","):
+        syntax, _, aux = name.partition("+")
+        if aux not in ("", "aux"):
+            raise ValueError(f"A workload of '{name}' is invalid, it must be SYNTAX or SYNTAX+aux")
+        out[name] = workload.synthetic((syntax,), auxiliary=bool(aux), per_syntax=per_syntax)
+    return out
+
+
+def sweep_all(
+    url: str,
+    workloads: dict[str, Workload],
     concurrencies: list[int],
-    *,
-    duration_s: float,
-    warmup_s: float,
-    timeout_s: float = 60.0,
-    spec_overrides: dict[str, Any] | None = None,
-    baseline_workers: int | None = None,
+    label: str,
+    settings: latency.SweepSettings,
     log: Any = None,
-) -> dict[str, Any]:
-    """Sweep the ensemble, then the baseline; return both results and the ratios."""
-    settings = {"duration_s": duration_s, "warmup_s": warmup_s, "timeout_s": timeout_s, "log": log}
-    with servers.ensemble(checkpoint, work, spec_overrides) as served:
-        ours = latency.sweep(served.url, workload, concurrencies, label="aln_ensemble", **settings)
-    with servers.baseline(checkpoint, work, baseline_workers) as served:
-        naive = latency.sweep(served.url, workload, concurrencies, label="baseline", **settings)
+) -> dict[str, dict[str, Any]]:
+    """One latency sweep per workload against one running server."""
     return {
-        "benchmark": "compare",
-        "machine": ours["machine"],
-        "workload": workload.description,
-        "baseline": {"workers": baseline_workers, **naive},
-        "ensemble": ours,
-        "ratios": ratios(ours, naive),
+        name: latency.sweep(
+            url, studies, concurrencies, label=f"{label} {name}", log=log, **settings
+        )
+        for name, studies in workloads.items()
     }
 
 
-def format_ratios(rows: list[dict[str, Any]]) -> str:
-    """A markdown table of :func:`ratios`."""
-    lines = [
-        "| concurrency | ensemble studies/s | baseline studies/s | throughput ratio | "
-        "ensemble p99 ms | baseline p99 ms | p99 ratio |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['concurrency']} | {r['ensemble_per_s']} | {r['baseline_per_s']} | "
-            f"{r['throughput_ratio']}x | {r['ensemble_p99_ms']} | {r['baseline_p99_ms']} | "
-            f"{r['p99_ratio']} |"
+def compare(
+    checkpoint: Path,
+    work: Path,
+    workloads: dict[str, Workload],
+    concurrencies: list[int],
+    settings: latency.SweepSettings,
+    *,
+    baseline: Any = None,
+    spec_overrides: dict[str, Any] | None = None,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Sweep the ensemble, then each baseline, on every workload; return all with the ratios.
+
+    Args:
+        checkpoint: The checkpoint all three serve.
+        work: Scratch folder.
+        workloads: Named workloads (:func:`named_workloads`).
+        concurrencies: Levels to measure.
+        settings: Measured window, warm-up and deadline per level.
+        baseline: The naive baseline's :class:`~aln.benchmarks.baseline.BaselineOptions`
+            (default: its defaults); the equal-work one differs only in skipping the absent
+            auxiliary image.
+        spec_overrides: The ensemble's repository settings.
+        log: Called with a line per measured level.
+    """
+    from aln.benchmarks.baseline import BaselineOptions
+
+    naive = baseline or BaselineOptions()
+    options = {"naive": naive, "equal-work": replace(naive, skip_absent_auxiliary=True)}
+    sweeps: dict[str, dict[str, dict[str, Any]]] = {}
+    with servers.ensemble(checkpoint, work, spec_overrides) as served:
+        sweeps["ensemble"] = sweep_all(
+            served.url, workloads, concurrencies, "ensemble", settings, log
         )
+    for name in BASELINES:
+        with servers.baseline(checkpoint, work, options[name]) as served:
+            sweeps[name] = sweep_all(served.url, workloads, concurrencies, name, settings, log)
+    return {
+        "benchmark": "compare",
+        "machine": describe_machine(),
+        "settings": dict(settings),
+        "baselines": {name: asdict(options[name]) for name in BASELINES},
+        "workloads": {
+            name: {
+                "description": studies.description,
+                "ensemble": sweeps["ensemble"][name],
+                **{base: sweeps[base][name] for base in BASELINES},
+                "ratios": {
+                    base: ratios(sweeps["ensemble"][name], sweeps[base][name]) for base in BASELINES
+                },
+            }
+            for name, studies in workloads.items()
+        },
+    }
+
+
+def format_ratios(report: dict[str, Any]) -> str:
+    """A markdown table: per workload and concurrency, the ensemble against both baselines."""
+    lines = [
+        "| workload | concurrency | ensemble studies/s | equal-work studies/s | ratio | "
+        "naive studies/s | ratio | p99 ms ensemble / equal-work / naive |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, entry in report["workloads"].items():
+        equal = {r["concurrency"]: r for r in entry["ratios"]["equal-work"]}
+        for naive in entry["ratios"]["naive"]:
+            level = equal[naive["concurrency"]]
+            lines.append(
+                f"| {name} | {naive['concurrency']} | {naive['ensemble_per_s']} | "
+                f"{level['baseline_per_s']} | **{level['throughput_ratio']}x** | "
+                f"{naive['baseline_per_s']} | {naive['throughput_ratio']}x | "
+                f"{naive['ensemble_p99_ms']} / {level['baseline_p99_ms']} / "
+                f"{naive['baseline_p99_ms']} |"
+            )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from aln.benchmarks.baseline import BaselineOptions
+
+    defaults = BaselineOptions()
     parser = argparse.ArgumentParser(prog="aln bench compare", description=__doc__.splitlines()[0])
     servers.add_arguments(parser, url=False)
-    workload.add_arguments(parser)
-    latency.add_sweep_arguments(parser, default="1,4,8")
     parser.add_argument(
-        "--baseline-workers", type=int, help="baseline gRPC threads (default: its best, 2)"
+        "--workloads",
+        default=DEFAULT_WORKLOADS,
+        help=f"comma-separated SYNTAX or SYNTAX+aux (default {DEFAULT_WORKLOADS})",
+    )
+    latency.add_sweep_arguments(parser, default="8")
+    parser.add_argument(
+        "--baseline-threads",
+        type=int,
+        default=defaults.threads,
+        help=f"baselines' intra-op threads (default {defaults.threads}: the sweep's best)",
+    )
+    parser.add_argument(
+        "--baseline-workers",
+        type=int,
+        default=defaults.workers,
+        help=f"baselines' gRPC threads (default {defaults.workers}: the sweep's best)",
     )
     parser.add_argument("--out", type=Path, help="result JSON (PNG written beside it)")
     args = parser.parse_args(argv)
-    studies = workload.from_arguments(args)
+    workloads = named_workloads(args.workloads)
+    naive = BaselineOptions(workers=args.baseline_workers, threads=args.baseline_threads)
     with servers.workdir(args) as work:
         report = compare(
             servers.checkpoint_of(args, work),
             work,
-            studies,
+            workloads,
             args.concurrency,
-            **latency.sweep_settings(args),
-            baseline_workers=args.baseline_workers,
+            latency.sweep_settings(args),
+            baseline=naive,
             log=print,
         )
     out = write_result(report, "compare", args.out)
-    plot_sweeps(
-        [report["ensemble"], report["baseline"]],
-        out.with_suffix(".png"),
-        f"ensemble vs naive baseline: {studies.summary()}",
-    )
-    print(format_ratios(report["ratios"]))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    for name, entry in report["workloads"].items():
+        plot_sweeps(
+            [entry["ensemble"], *(entry[base] for base in BASELINES)],
+            out.with_name(f"{out.stem}-{name.replace('+', '-')}.png"),
+            f"ensemble vs baselines: {workloads[name].summary()}",
+        )
+    print(format_ratios(report))
+    print(f"wrote {out} and one PNG per workload beside it")
     return 0
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from aln.benchmarks.compare import format_ratios
+from aln.benchmarks.compare import BASELINES, format_ratios
 from aln.benchmarks.plots import device_label, plot_engines, plot_sweeps
 
 
@@ -85,8 +85,9 @@ def write_report(paths: list[Path], out: Path) -> Path:
         by_kind.setdefault(result["benchmark"], []).append(result)
     sides = []
     for result in by_kind.get("compare", []):
-        for side in (result["ensemble"], result["baseline"]):
-            sides.append({**side, "_file": result["_file"]})
+        for entry in result["workloads"].values():
+            for side in ("ensemble", *BASELINES):
+                sides.append({**entry[side], "_file": result["_file"]})
     sweeps = by_kind.get("latency", []) + sides
     lines = ["# aln-triton benchmark report", ""]
     lines += [f"From {len(results)} result files: {', '.join(r['_file'] for r in results)}.", ""]
@@ -96,10 +97,10 @@ def write_report(paths: list[Path], out: Path) -> Path:
         lines += ["![latency sweeps](report-latency.png)", ""]
     for result in by_kind.get("compare", []):
         lines += [
-            f"## Ensemble vs naive baseline on {device_label(result['machine'])} "
-            f"({result['_file']})",
+            f"## Ensemble vs equal-work and naive baselines on "
+            f"{device_label(result['machine'])} ({result['_file']})",
             "",
-            format_ratios(result["ratios"]),
+            format_ratios(result),
             "",
         ]
     if by_kind.get("engines"):

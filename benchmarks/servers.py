@@ -15,11 +15,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aln.client import AlnClient
 from aln.model.backbones import DEFAULT_BACKBONE
 from aln.preprocessing import contract
+
+if TYPE_CHECKING:
+    from aln.benchmarks.baseline import BaselineOptions
 
 
 @dataclass(frozen=True)
@@ -96,19 +99,35 @@ def _wait_for(process: subprocess.Popen[bytes], url: str, timeout_s: float, log:
 
 @contextlib.contextmanager
 def baseline(
-    checkpoint: Path, work: Path, workers: int | None = None, ready_timeout_s: float = 120.0
+    checkpoint: Path,
+    work: Path,
+    options: BaselineOptions | None = None,
+    export: Path | None = None,
+    ready_timeout_s: float = 120.0,
 ) -> Iterator[Running]:
-    """Start :mod:`aln.benchmarks.baseline` in its own process on a free port."""
+    """Start :mod:`aln.benchmarks.baseline` in its own process on a free port.
+
+    Args:
+        checkpoint: The checkpoint (torch engine, manifest).
+        work: Scratch folder (its log).
+        options: Engine, decode, threads, workers, auxiliary skip (default: the naive server).
+        export: The checkpoint's ``aln export`` folder (needed by the onnxruntime engine).
+        ready_timeout_s: How long it may take to load.
+    """
+    from aln.benchmarks.baseline import BaselineOptions
     from aln.serving.server import free_port
 
+    options = options or BaselineOptions()
     port = free_port()
     command = [sys.executable, "-m", "aln.benchmarks.baseline", "--checkpoint", str(checkpoint)]
-    command += ["--port", str(port)] + ([] if workers is None else ["--workers", str(workers)])
-    log = (Path(work) / "baseline.log").open("w")
+    command += ["--port", str(port), *options.arguments()]
+    command += [] if export is None else ["--export", str(export)]
+    log_path = Path(work) / "baseline.log"
+    log = log_path.open("w")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"127.0.0.1:{port}"
     try:
-        _wait_for(process, url, ready_timeout_s, Path(work) / "baseline.log")
+        _wait_for(process, url, ready_timeout_s, log_path)
         yield Running(url, process.pid)
     finally:
         process.terminate()

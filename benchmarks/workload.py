@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from aln.client import ImageInput, Study
+from aln.preprocessing.contract import ImageOptions
 from aln.preprocessing.crop import Region
 from aln.synthetic import TRANSFER_SYNTAXES, Vendor
 from aln.synthetic.mammogram import synth_case
@@ -97,9 +98,9 @@ def synthetic(
     )
 
 
-def _image(path: Path, region: Region, options: dict[str, Any]) -> ImageInput:
+def _image(path: Path, region: Region, options: ImageOptions) -> ImageInput:
     centre = (region.centre_x, region.centre_y)
-    return ImageInput(path.read_bytes(), centre, region.bbox, **options)
+    return ImageInput(path.read_bytes(), centre, region.bbox, **vars(options))
 
 
 def from_cohort(manifest: Path, *, auxiliary: bool = False, limit: int | None = None) -> Workload:
@@ -120,15 +121,11 @@ def from_cohort(manifest: Path, *, auxiliary: bool = False, limit: int | None = 
         manifest = manifest / "manifest.csv"
     studies = []
     for case in read_cohort(manifest)[:limit]:
-        options = {
-            "laterality": case.options.laterality,
-            "view": case.options.view,
-            "spacing_mm": case.options.spacing_mm,
-        }
-        primary = _image(case.primary, case.region, options)
+        primary = _image(case.primary, case.region, case.options)
         aux = None
         if auxiliary and case.auxiliary_region is not None:
-            aux = _image(case.auxiliary or case.primary, case.auxiliary_region, options)
+            aux_file = case.auxiliary or case.primary
+            aux = _image(aux_file, case.auxiliary_region, case.auxiliary_options)
         studies.append(Study(primary, case.clinical, aux))
     return Workload(
         studies,

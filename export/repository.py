@@ -32,7 +32,13 @@ from aln.model.atomic import staged_directory
 from aln.preprocessing import contract
 from aln.preprocessing.contract import TensorSpec
 from aln.preprocessing.manifest import MANIFEST_FILE, read_manifest
-from aln.serving.spec import WARMUP_DIR, EngineSettings, RepositorySpec, adapter_source
+from aln.serving.spec import (
+    DECODE_PARAMETER,
+    WARMUP_DIR,
+    EngineSettings,
+    RepositorySpec,
+    adapter_source,
+)
 
 COMMITTED_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 """The committed ``model_repository/`` of a source checkout (configs and adapters of the default
@@ -84,6 +90,7 @@ def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     config.input.extend(_input(t, spec.widths) for t in contract.ENSEMBLE_INPUTS)
     config.output.extend(_output(t, spec.widths) for t in contract.PREPROCESS_OUTPUTS)
     _scheduling(spec, config, spec.preprocess_instances, spec.preprocess_max_batch)
+    config.parameters[DECODE_PARAMETER].string_value = spec.decode
     warmup = config.model_warmup.add(name="synthetic_study", batch_size=1)
     for tensor in (contract.PRIMARY_DICOM, contract.PRIMARY_REGION, contract.CLINICAL_RECORD):
         item = warmup.inputs[tensor.name]
@@ -132,7 +139,7 @@ def _engine_config(
 def backbone_config(spec: RepositorySpec, name: str) -> mc.ModelConfig:
     """A backbone engine: ``image`` (3, 256, 256) -> ``embedding`` (D,)."""
     # studies without an auxiliary image send zeros; see aln.serving.spec.EngineSettings
-    skip = name == contract.BACKBONE_AUXILIARY
+    skip = name == contract.BACKBONE_AUXILIARY and spec.skip_absent_auxiliary
     return _engine_config(
         spec,
         name,

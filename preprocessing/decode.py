@@ -4,9 +4,10 @@ JPEG 2000 (the usual archive format) is decoded with OpenJPEG's decode area (thr
 which is exact and about ten times faster than a full decode for a 5 cm crop of a 4096 x 3328
 image. Uncompressed data is sliced straight out of the Pixel Data buffer. Other transfer syntaxes
 (HTJ2K, RLE, JPEG-LS, JPEG) are decoded in full by pydicom's pixel handlers and then sliced: the
-result is the same, only slower. HTJ2K stays on the full path on purpose: OpenJPEG 2.5.0's
-decode area returns wrong values for HT code-blocks (checked in the tests), and a full HTJ2K
-decode is already fast.
+result is the same, only slower. HTJ2K stays on the full path on purpose: OpenJPEG's decode area
+returns wrong values for HT code-blocks (pinned by a test that fails the day it is fixed), and a
+full HTJ2K decode is already fast. The ``full`` strategy (the reference and the naive baseline's
+way) decodes the whole image with pydicom for every syntax, uncompressed included.
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ from aln.preprocessing.errors import InvalidDicomError, is_fatal, tag_label
 from aln.preprocessing.header import ImageHeader
 
 DecodeStrategy = Literal["region", "full"]
+
+REGION_PATHS = {
+    "1.2.840.10008.1.2": "slice of Pixel Data",
+    "1.2.840.10008.1.2.1": "slice of Pixel Data",
+    "1.2.840.10008.1.2.4.90": "OpenJPEG decode area",
+    "1.2.840.10008.1.2.4.91": "OpenJPEG decode area",
+}
+"""Transfer syntaxes whose ``region`` strategy differs from ``full``, and how it decodes."""
 
 _NATIVE = {
     "1.2.840.10008.1.2": "implicit",
@@ -198,9 +207,9 @@ def decode_window(
     Args:
         header: A validated header from :func:`aln.preprocessing.header.read_header`.
         window: The part of the stored grid to decode (clipped to the image).
-        strategy: ``"region"`` decodes only what the window needs where the codec allows it;
-            ``"full"`` always decodes the whole image first (the reference, and the benchmark's
-            baseline). Both return identical values.
+        strategy: ``"region"`` decodes only what the window needs where the codec allows it
+            (:data:`REGION_PATHS`); ``"full"`` always decodes the whole image with pydicom first
+            (the reference, and the naive baseline's way). Both return identical values.
 
     Returns:
         int32 (window rows, window columns) stored values, Bits Stored honoured.
@@ -209,13 +218,15 @@ def decode_window(
         InvalidDicomError: The pixel data is truncated, corrupt, or disagrees with the header.
     """
     uid = header.transfer_syntax_uid
-    if uid in _NATIVE:
+    if uid in _NATIVE and strategy == "region":
         values = _native(header, window)
     elif uid in _REGION_CAPABLE and strategy == "region":
         values = _openjpeg_region(header, window)
     else:
         if uid in _JPEG2000_FAMILY:
             check_codestream_header(_first_frame(header), header)
+        elif uid in _NATIVE:
+            _native(header, Window(0, 0, 0, 0))  # the length check, naming the tag
         full = _pydicom_full(header)
         values = full[window.row0 : window.row1, window.col0 : window.col1]
     return _fit_bits(values, header)

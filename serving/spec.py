@@ -23,6 +23,9 @@ ENGINE_FORMATS: tuple[EngineFormat, ...] = ("onnx", "tensorrt")
 WARMUP_DIR = "warmup"
 """Folder of the preprocess model holding its warm-up data files."""
 
+DECODE_PARAMETER = "decode"
+"""The ``parameters`` entry of the preprocess config naming its decode strategy."""
+
 ADAPTERS = {
     contract.PREPROCESS: "PreprocessModel",
     contract.BACKBONE_PRIMARY: "EngineModel",
@@ -146,6 +149,11 @@ class RepositorySpec:
             thousand multiply-adds, always runs on one.
         engine_spinning: Let idle engine threads spin-wait (embedded); see
             :class:`EngineSettings`.
+        decode: How ``preprocess`` decodes: ``region`` (only the crop: the default) or ``full``
+            (the whole image; the ablation's step before region decoding). Same crops either way.
+        skip_absent_auxiliary: The auxiliary backbone skips the all-zero rows of studies without
+            an auxiliary image (embedded profile; see :class:`EngineSettings`). Off only in the
+            ablation, to measure what the skip is worth.
     """
 
     embedding_dim: int
@@ -161,12 +169,16 @@ class RepositorySpec:
     queue_timeout_us: int = 5_000_000
     engine_threads: int = EngineSettings.threads
     engine_spinning: bool = EngineSettings.spinning
+    decode: Literal["region", "full"] = "region"
+    skip_absent_auxiliary: bool = True
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise ValueError(
                 f"A profile of '{self.profile}' is invalid, it must be one of {', '.join(PROFILES)}"
             )
+        if self.decode not in ("region", "full"):
+            raise ValueError(f"A decode of '{self.decode}' is invalid, it must be region or full")
         if self.engine_format not in ENGINE_FORMATS:
             raise ValueError(
                 f"An engine_format of '{self.engine_format}' is invalid, it must be one of "

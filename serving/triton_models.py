@@ -22,11 +22,16 @@ from aln.preprocessing.errors import PreprocessingError, is_fatal
 from aln.preprocessing.manifest import read_manifest
 from aln.preprocessing.serving import RawRequest, StudyPreprocessor
 from aln.serving.engine import OnnxEngine, RequestFailedError
-from aln.serving.spec import EngineSettings
+from aln.serving.spec import DECODE_PARAMETER, EngineSettings
 
 
 def _version_folder(args: dict[str, str]) -> Path:
     return Path(args["model_repository"]) / args["model_version"]
+
+
+def _parameters(args: dict[str, str]) -> dict[str, str]:
+    config = json.loads(args["model_config"])
+    return {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
 
 
 class PreprocessModel:
@@ -37,8 +42,15 @@ class PreprocessModel:
     """
 
     def initialize(self, args: dict[str, str]) -> None:
-        """Load the checkpoint manifest served beside this model."""
-        self.preprocessor = StudyPreprocessor(read_manifest(_version_folder(args)))
+        """Load the checkpoint manifest served beside this model; read the decode strategy."""
+        parameters = _parameters(args)
+        decode = parameters.get(DECODE_PARAMETER, "region")
+        if decode not in ("region", "full"):
+            raise ValueError(f"Parameter '{DECODE_PARAMETER}' is '{decode}', not region or full")
+        self.preprocessor = StudyPreprocessor(
+            read_manifest(_version_folder(args)),
+            strategy=decode,  # type: ignore[arg-type]
+        )
         self.logger = pb_utils.Logger
 
     def execute(self, requests: list[Any]) -> list[Any]:
@@ -88,10 +100,8 @@ class EngineModel:
 
     def initialize(self, args: dict[str, str]) -> None:
         """Load ``model.onnx`` with the settings of the model config."""
-        config = json.loads(args["model_config"])
-        parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.engine = OnnxEngine(
-            _version_folder(args) / "model.onnx", EngineSettings.from_parameters(parameters)
+            _version_folder(args) / "model.onnx", EngineSettings.from_parameters(_parameters(args))
         )
 
     def execute(self, requests: list[Any]) -> list[Any]:

@@ -13,7 +13,9 @@ from typing import Any
 
 BENCHMARKS = {
     "latency": ("latency", "latency sweep of a server over concurrency levels (+ PNG)"),
-    "compare": ("compare", "the ensemble and the naive baseline side by side, with ratios"),
+    "compare": ("compare", "the ensemble, the equal-work and the naive baseline side by side"),
+    "ablation": ("ablation", "one change at a time from the naive baseline to the ensemble"),
+    "baseline-threads": ("baseline_threads", "the baselines' best threads and gRPC workers"),
     "overhead": ("overhead", "served throughput as a share of the engine's, CPU per component"),
     "engines": ("engines", "engine images/s in process (eager, ONNX Runtime, CUDA), GFLOP/s"),
     "crop": ("crop_decode", "decode-to-crop time per transfer syntax, region vs full decode"),

@@ -111,7 +111,34 @@ def test_compare_ratios_per_concurrency():
     rows = compare.ratios(ours, naive)
     assert [r["throughput_ratio"] for r in rows] == [2.0, 2.25]
     assert [r["p99_ratio"] for r in rows] == [0.5, 0.4]
-    assert "| 8 | 9.0 | 4.0 | 2.25x |" in compare.format_ratios(rows)
+    equal = _sweep("equal-work", [(1, 4.0, 300.0, {}), (8, 6.0, 1500.0, {})])
+    table = compare.format_ratios(_compare_doc(ours, equal, naive))
+    assert (
+        "| explicit | 8 | 9.0 | 6.0 | **1.5x** | 4.0 | 2.25x | 1000.0 / 1500.0 / 2500.0 |" in table
+    )
+
+
+def _compare_doc(ours, equal, naive):
+    return {
+        "benchmark": "compare",
+        "machine": MACHINE,
+        "workloads": {
+            "explicit": {
+                "ensemble": ours,
+                "equal-work": equal,
+                "naive": naive,
+                "ratios": {
+                    "equal-work": compare.ratios(ours, equal),
+                    "naive": compare.ratios(ours, naive),
+                },
+            }
+        },
+    }
+
+
+def test_named_workloads_take_a_syntax_and_an_optional_auxiliary():
+    with pytest.raises(ValueError, match="workload of 'explicit\\+lesion' is invalid"):
+        compare.named_workloads("explicit+lesion")
 
 
 def test_search_picks_the_fastest_level_within_budget_and_without_errors():
@@ -134,15 +161,11 @@ def test_report_tables_every_kind_and_names_each_device(tmp_path):
     docs = {
         "latency-cpu.json": _sweep("aln_ensemble", [(1, 6.0, 200.0, {}), (8, 9.0, 1000.0, {})]),
         "latency-gpu.json": dict(_sweep("aln_ensemble", [(8, 90.0, 150.0, {})]), machine=gpu),
-        "compare.json": {
-            "benchmark": "compare",
-            "machine": MACHINE,
-            "ensemble": _sweep("aln_ensemble", [(8, 9.0, 1000.0, {})]),
-            "baseline": _sweep("baseline", [(8, 4.0, 2500.0, {})]),
-            "ratios": compare.ratios(
-                _sweep("a", [(8, 9.0, 1000.0, {})]), _sweep("b", [(8, 4.0, 2500.0, {})])
-            ),
-        },
+        "compare.json": _compare_doc(
+            _sweep("aln_ensemble", [(8, 9.0, 1000.0, {})]),
+            _sweep("equal-work", [(8, 6.0, 1500.0, {})]),
+            _sweep("naive", [(8, 4.0, 2500.0, {})]),
+        ),
         "engines.json": {
             "benchmark": "engines",
             "machine": gpu,
@@ -157,7 +180,7 @@ def test_report_tables_every_kind_and_names_each_device(tmp_path):
     path = report.write_report(files, tmp_path / "out")
     text = path.read_text()
     assert "Test CPU (2 cores)" in text and "NVIDIA H100 80GB HBM3" in text
-    assert "| 2.25x |" in text
+    assert "| **1.5x** |" in text and "| 2.25x |" in text
     assert "cuda_fp16 | 900.0" in text
     assert (tmp_path / "out" / "report-latency.png").stat().st_size > 1000
     assert (tmp_path / "out" / "report-engines.png").stat().st_size > 1000

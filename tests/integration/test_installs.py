@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -30,10 +31,14 @@ def _run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built from a copy of the tree (a build leaves build/ behind)."""
+    source = tmp_path_factory.mktemp("source") / "aln-triton"
+    ignore = shutil.ignore_patterns(".git", ".venv", "build", "runs", "*.egg-info", "__pycache__")
+    shutil.copytree(ROOT, source, ignore=ignore)
     out = tmp_path_factory.mktemp("dist")
     result = _run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w"]
-        + [str(out), str(ROOT)]
+        + [str(out), str(source)]
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return next(out.glob("aln_triton-*.whl"))

@@ -19,19 +19,51 @@ from aln.preprocessing import (
     preprocess_study,
 )
 from aln.preprocessing.errors import InvalidDicomError
-from aln.synthetic import TRANSFER_SYNTAXES
 from tests.corpus import edit
 
+REGION_SYNTAXES = ("explicit", "implicit", "jpeg2000", "jpeg2000-lossy")
+"""The syntaxes whose region path is its own code (slicing, OpenJPEG's decode area)."""
 
-@pytest.mark.parametrize("transfer_syntax", TRANSFER_SYNTAXES)
-def test_region_decode_equals_crop_of_full_decode(make_case, transfer_syntax):
+
+def test_region_paths_are_the_syntaxes_tested_here():
+    from aln.preprocessing.decode import REGION_PATHS, transfer_syntax_name
+
+    assert {transfer_syntax_name(uid) for uid in REGION_PATHS} == set(REGION_SYNTAXES)
+
+
+@pytest.mark.parametrize("transfer_syntax", REGION_SYNTAXES)
+def test_region_decode_equals_crop_of_full_decode(make_case, transfer_syntax, monkeypatch):
+    import aln.preprocessing.decode as decode
+
     case = make_case("hologic", transfer_syntax, seed=2)
     region = Region(*case.lesion_centre)
+    full_decodes = []
+    real = decode._pydicom_full
+    monkeypatch.setattr(decode, "_pydicom_full", lambda h: full_decodes.append(1) or real(h))
     fast = preprocess_image(case.dicom, region)
+    assert not full_decodes  # the region path never decodes the whole image
     full = preprocess_image(case.dicom, region, strategy="full")
+    assert full_decodes
     np.testing.assert_array_equal(fast.grey, full.grey)
     assert fast.provenance == full.provenance
     assert fast.provenance.transfer_syntax == transfer_syntax
+
+
+def test_openjpeg_decode_area_is_still_wrong_for_htj2k(make_case):
+    """HTJ2K stays on the full path because OpenJPEG's decode area returns wrong values for HT
+    code-blocks. This test pins that defect: when it fails, OpenJPEG has fixed it, and HTJ2K can
+    join the region path (``_REGION_CAPABLE`` in ``aln.preprocessing.decode``)."""
+    from aln.preprocessing.decode import Window, _openjpeg_region, _pydicom_full
+    from aln.preprocessing.header import read_header
+
+    case = make_case("hologic", "htj2k", seed=2)
+    header = read_header(case.dicom)
+    x, y = (int(v) for v in case.lesion_centre)
+    window = Window(max(y - 150, 0), y + 150, max(x - 150, 0), x + 150)
+    full = _pydicom_full(header)[window.row0 : window.row1, window.col0 : window.col1]
+    area = _openjpeg_region(header, window)
+    assert area.shape == full.shape
+    assert not np.array_equal(area, full), "OpenJPEG now decodes HTJ2K areas exactly"
 
 
 def test_lossless_syntaxes_decode_identically(make_case):

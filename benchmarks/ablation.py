@@ -1,0 +1,181 @@
+"""Where the speed comes from: one change at a time, from the naive baseline to the served ensemble.
+
+``aln bench ablation`` exports the checkpoint once, then serves it in :data:`STEPS` order, each
+step differing from the one before by one change, and measures every step on the same workloads
+at the same concurrency in one run. The first two steps are the baseline process
+(:mod:`aln.benchmarks.baseline`); the rest are Triton repositories whose last step is exactly the
+served default (:class:`aln.serving.spec.RepositorySpec` defaults; a test checks the ladder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aln.benchmarks import latency, servers
+from aln.benchmarks.baseline import BaselineOptions
+from aln.benchmarks.compare import named_workloads, sweep_all
+from aln.benchmarks.machine import describe_machine, write_result
+
+
+@dataclass(frozen=True)
+class Step:
+    """One server configuration of the ablation.
+
+    Attributes:
+        name: Short name.
+        change: The one thing that differs from the step before.
+        baseline: Options of the baseline process, or None for a Triton repository.
+        spec: :class:`RepositorySpec` fields that differ from the served defaults.
+    """
+
+    name: str
+    change: str
+    baseline: BaselineOptions | None = None
+    spec: dict[str, Any] = field(default_factory=dict)
+
+
+_TRITON_START = {
+    "max_batch": 1,
+    "preprocess_instances": 1,
+    "backbone_instances": 1,
+    "engine_threads": BaselineOptions().threads,
+    "decode": "full",
+    "skip_absent_auxiliary": False,
+}
+STEPS = (
+    Step("naive", "the naive baseline: eager torch, full decode, one process", BaselineOptions()),
+    Step(
+        "onnxruntime",
+        "eager torch -> ONNX Runtime (same process, batch 1, same threads)",
+        BaselineOptions(engine="onnxruntime"),
+    ),
+    Step(
+        "triton",
+        "one process -> Triton: preprocessing and each engine in processes of their own, "
+        "pipelined (1 instance each, batch 1, full decode, no auxiliary skip)",
+        spec=_TRITON_START,
+    ),
+    Step(
+        "dynamic-batching",
+        "batch 1 -> dynamic batching of the engines (max batch 32)",
+        spec={**_TRITON_START, "max_batch": 32},
+    ),
+    Step(
+        "preprocess-instances",
+        "1 -> 2 preprocessing instances",
+        spec={**_TRITON_START, "max_batch": 32, "preprocess_instances": 2},
+    ),
+    Step(
+        "region-decode",
+        "full -> region decode (JPEG 2000 decodes only the crop)",
+        spec={**_TRITON_START, "max_batch": 32, "preprocess_instances": 2, "decode": "region"},
+    ),
+    Step(
+        "auxiliary-skip",
+        "the auxiliary backbone skips studies without an auxiliary image",
+        spec={
+            **_TRITON_START,
+            "max_batch": 32,
+            "preprocess_instances": 2,
+            "decode": "region",
+            "skip_absent_auxiliary": True,
+        },
+    ),
+    Step(
+        "served-default",
+        "1 two-threaded -> 2 single-threaded instances per engine (the served default)",
+        spec={},
+    ),
+)
+
+
+def ablation(
+    checkpoint: Path,
+    work: Path,
+    workload_names: str,
+    concurrency: int,
+    settings: latency.SweepSettings,
+    steps: tuple[Step, ...] = STEPS,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Serve every step in turn and measure it; return the result document."""
+    from aln.export.pipeline import export_checkpoint
+
+    workloads = named_workloads(workload_names)
+    export = work / "export"
+    if not (export / "export_report.json").is_file():
+        export_checkpoint(checkpoint, export)
+    rows = []
+    for step in steps:
+        if step.baseline is not None:
+            context = servers.baseline(checkpoint, work, step.baseline, export)
+        else:
+            context = servers.ensemble(export, work, step.spec)
+        with context as served:
+            sweeps = sweep_all(served.url, workloads, [concurrency], step.name, settings, log)
+        rows.append(
+            {
+                "step": step.name,
+                "change": step.change,
+                "server": "baseline" if step.baseline is not None else "triton",
+                "settings": asdict(step.baseline) if step.baseline else step.spec,
+                "workloads": {name: sweep["levels"][0] for name, sweep in sweeps.items()},
+            }
+        )
+    return {
+        "benchmark": "ablation",
+        "machine": describe_machine(),
+        "settings": {**settings, "concurrency": concurrency},
+        "workloads": {name: w.description for name, w in workloads.items()},
+        "steps": rows,
+    }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A markdown table: per step, throughput and p99 on each workload."""
+    names = list(report["workloads"])
+    head = " | ".join(f"{n} studies/s | {n} p99 ms" for n in names)
+    lines = [f"| step | change | {head} |", "| --- " * (2 + 2 * len(names)) + "|"]
+    for row in report["steps"]:
+        cells = []
+        for name in names:
+            level = row["workloads"][name]
+            cells += [
+                f"{level['throughput_per_s']:.2f}",
+                f"{(level['latency_ms'] or {}).get('p99')}",
+            ]
+        lines.append(f"| {row['step']} | {row['change']} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aln bench ablation", description=__doc__.splitlines()[0])
+    servers.add_arguments(parser, url=False)
+    parser.add_argument("--workloads", default="explicit,jpeg2000", help="SYNTAX[+aux],...")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--duration-s", type=float, default=20.0, help="measured per step")
+    parser.add_argument("--warmup-s", type=float, default=5.0, help="unrecorded, per step")
+    parser.add_argument("--timeout-s", type=float, default=60.0, help="per-request deadline")
+    parser.add_argument("--out", type=Path, help="result JSON")
+    args = parser.parse_args(argv)
+    with servers.workdir(args) as work:
+        report = ablation(
+            servers.checkpoint_of(args, work),
+            work,
+            args.workloads,
+            args.concurrency,
+            latency.sweep_settings(args),
+            log=print,
+        )
+    out = write_result(report, "ablation", args.out)
+    print(format_table(report))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
