@@ -30,9 +30,24 @@ class ParityError(ModelError):
 
 
 def export_checkpoint(
-    checkpoint: Path, out: Path, fmt: str = "onnx", precision: str = "fp32", max_batch: int = 64
+    checkpoint: Path,
+    out: Path,
+    fmt: str = "onnx",
+    precision: str = "fp32",
+    max_batch: int = 64,
+    calibration: Path | None = None,
 ) -> dict[str, Any]:
     """Export a checkpoint and enforce parity; returns the report (also written as JSON).
+
+    Args:
+        checkpoint: The checkpoint folder.
+        out: The export folder (written atomically).
+        fmt: ``onnx`` or ``tensorrt``.
+        precision: ``fp32``; ``fp16`` or ``int8`` for TensorRT.
+        max_batch: Largest batch of a TensorRT plan's profile.
+        calibration: Where int8 calibration crops come from (:mod:`aln.export.calibration`: a
+            cohort manifest or a folder holding one; None for synthetic studies, said in the
+            report). Crops are made by the served preprocessing.
 
     Raises:
         CheckpointError: The checkpoint is missing a file, fails its digest or its manifest.
@@ -54,7 +69,7 @@ def export_checkpoint(
     if max_batch < 1:
         raise ModelError(f"A max batch of {max_batch} is invalid, it must be at least 1")
     if fmt == "tensorrt":
-        from aln.export.tensorrt import build_environment
+        from aln.serving.tensorrt import build_environment
 
         build_environment()  # fail before any work when there is no TensorRT or GPU
 
@@ -98,12 +113,11 @@ def export_checkpoint(
             },
         }
         if fmt == "tensorrt":
-            from aln.export.tensorrt import build_plan
+            from aln.export.tensorrt import build_plans
 
-            report["plans"] = [
-                build_plan(g.path, g.path.with_suffix(".plan"), precision, max_batch)
-                for g in graphs
-            ]
+            report["plans"], report["calibration"] = build_plans(
+                [g.path for g in graphs], manifest, precision, max_batch, calibration
+            )
         report["seconds"] = round(time.perf_counter() - start, 2)
         shutil.copy2(Path(checkpoint) / MANIFEST_FILE, staging / MANIFEST_FILE)
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")

@@ -326,7 +326,7 @@ def build_repository(
             model: (export_dir / name).with_suffix(suffix) for model, name in GRAPH_FILES.items()
         }
         if spec.engine_format == "tensorrt":
-            from aln.export.tensorrt import check_plan_compatible
+            from aln.serving.tensorrt import check_plan_compatible
 
             for plan in engines.values():
                 check_plan_compatible(plan)  # a plan only loads where it was built

@@ -1,8 +1,9 @@
 """ONNX Runtime engines as the embedded profile serves them, one dynamic batch at a time.
 
 The Triton engine model (:class:`aln.serving.triton_models.EngineModel`, shared by both backbones
-and the fusion head) concatenates the requests of a dynamic batch, runs one ONNX Runtime call and
-splits the outputs back; that logic lives here so it is tested without a server.
+and the fusion head) concatenates the requests of a dynamic batch, runs one engine call and
+splits the outputs back; that logic (:class:`Engine`) lives here so it is tested without a server,
+and every runtime (ONNX Runtime here, TensorRT in :mod:`aln.serving.tensorrt`) shares it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,73 @@ class RequestFailedError(Exception):
         self.message = message
 
 
-class OnnxEngine:
+class Engine:
+    """What every engine runtime shares: zero-row skipping and batches of requests.
+
+    Subclasses set :attr:`input_names`, :attr:`output_names`, :attr:`output_widths` (each
+    output's shape without the batch) and :attr:`settings`, and implement :meth:`infer`.
+    """
+
+    input_names: list[str]
+    output_names: list[str]
+    output_widths: list[tuple[int, ...]]
+    settings: EngineSettings
+
+    def infer(self, feeds: Arrays) -> Arrays:
+        """Run the graph on one batch (every input has the same leading batch size)."""
+        raise NotImplementedError
+
+    def run(self, feeds: Arrays) -> Arrays:
+        """Run one batch, skipping all-zero rows when the settings say so."""
+        batch = next(iter(feeds.values())).shape[0]
+        if not self.settings.skip_all_zero_rows:
+            return self.infer(feeds)
+        keep = np.ones(batch, dtype=bool)
+        for value in feeds.values():
+            keep &= value.reshape(batch, -1).any(axis=1)
+        outputs = {
+            name: np.zeros((batch, *width), dtype=np.float32)
+            for name, width in zip(self.output_names, self.output_widths, strict=True)
+        }
+        if keep.any():
+            results = self.infer({k: v[keep] for k, v in feeds.items()})
+            for name in self.output_names:
+                outputs[name][keep] = results[name]
+        return outputs
+
+    def run_requests(self, requests: Sequence[Arrays]) -> list[Arrays | RequestFailedError]:
+        """Run many requests as one batch and split the outputs back per request.
+
+        When the batch as a whole fails, each request is run alone, so a request the engine
+        cannot take fails by itself and its batch-mates are still answered.
+
+        Returns:
+            Per request, its outputs or the :class:`RequestFailedError` that explains it.
+        """
+        try:
+            return self._run_together(requests)
+        except Exception:
+            return [self._run_alone(r) for r in requests]
+
+    def _run_together(self, requests: Sequence[Arrays]) -> list[Arrays | RequestFailedError]:
+        sizes = [next(iter(r.values())).shape[0] for r in requests]
+        feeds = {name: np.concatenate([r[name] for r in requests]) for name in self.input_names}
+        outputs = self.run(feeds)
+        bounds = np.cumsum([0, *sizes])
+        return [
+            {name: value[bounds[i] : bounds[i + 1]] for name, value in outputs.items()}
+            for i in range(len(requests))
+        ]
+
+    def _run_alone(self, request: Arrays) -> Arrays | RequestFailedError:
+        try:
+            return self.run({name: request[name] for name in self.input_names})
+        except Exception as exc:
+            shapes = ", ".join(f"{k} {list(v.shape)} {v.dtype}" for k, v in request.items())
+            return RequestFailedError(f"The engine could not run this request ({shapes}): {exc}")
+
+
+class OnnxEngine(Engine):
     """One ONNX graph on ONNX Runtime's CPU provider, full graph optimisation.
 
     Args:
@@ -63,54 +130,29 @@ class OnnxEngine:
             raise EngineLoadError(f"ONNX Runtime cannot load '{path}': {exc}") from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.output_widths = [o.shape[1:] for o in self.session.get_outputs()]
+        self.output_widths = [
+            tuple(int(d) for d in o.shape[1:]) for o in self.session.get_outputs()
+        ]
         self.settings = settings
 
-    def run(self, feeds: Arrays) -> Arrays:
-        """Run one batch (every input has the same leading batch size)."""
-        batch = next(iter(feeds.values())).shape[0]
-        if not self.settings.skip_all_zero_rows:
-            return dict(zip(self.output_names, self.session.run(None, feeds), strict=True))
-        keep = np.ones(batch, dtype=bool)
-        for value in feeds.values():
-            keep &= value.reshape(batch, -1).any(axis=1)
-        outputs = {
-            name: np.zeros((batch, *(int(d) for d in width)), dtype=np.float32)
-            for name, width in zip(self.output_names, self.output_widths, strict=True)
-        }
-        if keep.any():
-            results = self.session.run(None, {k: v[keep] for k, v in feeds.items()})
-            for name, value in zip(self.output_names, results, strict=True):
-                outputs[name][keep] = value
-        return outputs
+    def infer(self, feeds: Arrays) -> Arrays:
+        """One ONNX Runtime call."""
+        return dict(zip(self.output_names, self.session.run(None, feeds), strict=True))
 
-    def run_requests(self, requests: Sequence[Arrays]) -> list[Arrays | RequestFailedError]:
-        """Run many requests as one batch and split the outputs back per request.
 
-        When the batch as a whole fails, each request is run alone, so a request the engine
-        cannot take fails by itself and its batch-mates are still answered.
+def load_engine(folder: Path, settings: EngineSettings) -> Engine:
+    """The engine in a model version folder: ``model.onnx`` or a TensorRT ``model.plan``.
 
-        Returns:
-            Per request, its outputs or the :class:`RequestFailedError` that explains its failure.
-        """
-        try:
-            return self._run_together(requests)
-        except Exception:
-            return [self._run_alone(r) for r in requests]
+    A plan's sidecar is checked against this machine before it is deserialised.
 
-    def _run_together(self, requests: Sequence[Arrays]) -> list[Arrays | RequestFailedError]:
-        sizes = [next(iter(r.values())).shape[0] for r in requests]
-        feeds = {name: np.concatenate([r[name] for r in requests]) for name in self.input_names}
-        outputs = self.run(feeds)
-        bounds = np.cumsum([0, *sizes])
-        return [
-            {name: value[bounds[i] : bounds[i + 1]] for name, value in outputs.items()}
-            for i in range(len(requests))
-        ]
+    Raises:
+        EngineLoadError: No engine file, or one that cannot be loaded (a plan built elsewhere is
+            refused naming both TensorRT releases or GPUs).
+        MissingComponentError: A plan, and no TensorRT or GPU here.
+    """
+    plan = Path(folder) / "model.plan"
+    if plan.is_file():
+        from aln.serving.tensorrt import TensorRtEngine
 
-    def _run_alone(self, request: Arrays) -> Arrays | RequestFailedError:
-        try:
-            return self.run({name: request[name] for name in self.input_names})
-        except Exception as exc:
-            shapes = ", ".join(f"{k} {list(v.shape)} {v.dtype}" for k, v in request.items())
-            return RequestFailedError(f"The engine could not run this request ({shapes}): {exc}")
+        return TensorRtEngine(plan, settings)
+    return OnnxEngine(Path(folder) / "model.onnx", settings)

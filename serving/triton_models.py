@@ -21,7 +21,7 @@ from aln.preprocessing import contract
 from aln.preprocessing.errors import PreprocessingError, is_fatal
 from aln.preprocessing.manifest import read_manifest
 from aln.preprocessing.serving import RawRequest, StudyPreprocessor
-from aln.serving.engine import OnnxEngine, RequestFailedError
+from aln.serving.engine import RequestFailedError, load_engine
 from aln.serving.spec import DECODE_PARAMETER, EngineSettings
 
 
@@ -91,18 +91,19 @@ class PreprocessModel:
 
 
 class EngineModel:
-    """An engine (either backbone or the fusion head): one ONNX Runtime call per dynamic batch.
+    """An engine (either backbone or the fusion head): one engine call per dynamic batch.
 
-    The embedded server has only the Python backend, so engines run here; the production
-    profile serves the same graphs with Triton's own backends. Settings come from the config's
-    ``parameters`` (:class:`aln.serving.spec.EngineSettings`).
+    The embedded server has only the Python backend, so engines run here: ``model.onnx`` on ONNX
+    Runtime, or a TensorRT ``model.plan`` whose sidecar is checked against this machine before
+    it loads (:func:`aln.serving.engine.load_engine`). The production profile serves the same
+    graphs with Triton's own backends. Settings come from the config's ``parameters``
+    (:class:`aln.serving.spec.EngineSettings`).
     """
 
     def initialize(self, args: dict[str, str]) -> None:
-        """Load ``model.onnx`` with the settings of the model config."""
-        self.engine = OnnxEngine(
-            _version_folder(args) / "model.onnx", EngineSettings.from_parameters(_parameters(args))
-        )
+        """Load the engine with the settings of the model config (a mismatched plan is refused)."""
+        settings = EngineSettings.from_parameters(_parameters(args))
+        self.engine = load_engine(_version_folder(args), settings)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         """Run the batch; a request the engine cannot run fails alone with its cause."""

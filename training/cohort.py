@@ -28,6 +28,8 @@ from aln.preprocessing.crop import Region
 from aln.training.errors import CohortError
 
 SPLITS = ("train", "val", "test", "external")
+UNLABELLED = "unlabelled"
+"""The split of cases read with ``labelled=False``."""
 
 FILE = "file"
 AUX_FILE = "aux_file"
@@ -127,8 +129,14 @@ def _options(row: dict[str, str], prefix: str, line: int) -> ImageOptions:
     )
 
 
-def read_cohort(manifest: Path) -> list[Case]:
+def read_cohort(manifest: Path, *, labelled: bool = True) -> list[Case]:
     """Read and check a cohort manifest.
+
+    Args:
+        manifest: The CSV file.
+        labelled: Require ``label`` and ``split`` (training, evaluation). A list of studies with
+            lesion positions only (calibration crops) passes ``False``: its cases get label 0 and
+            split ``"unlabelled"``, and ``clinical`` may be absent.
 
     Raises:
         CohortError: A missing column or file, a bad label, split or clinical JSON (naming the
@@ -139,7 +147,8 @@ def read_cohort(manifest: Path) -> list[Case]:
     cases = []
     with manifest.open(newline="") as fh:
         reader = csv.DictReader(fh)
-        missing = sorted(set(REQUIRED_COLUMNS) - set(reader.fieldnames or ()))
+        required = REQUIRED_COLUMNS if labelled else (FILE, *region_columns(LESION)[:2])
+        missing = sorted(set(required) - set(reader.fieldnames or ()))
         if missing:
             raise CohortError(f"Manifest {manifest} lacks column '{missing[0]}'")
         for line, row in enumerate(reader, start=2):
@@ -150,17 +159,19 @@ def read_cohort(manifest: Path) -> list[Case]:
             if region is None:
                 x_key, y_key = region_columns(LESION)[:2]
                 raise CohortError(f"Manifest line {line}: '{x_key}' and '{y_key}' are required")
+            if not labelled:
+                row = {**row, LABEL: row.get(LABEL) or "0", SPLIT: UNLABELLED}
             if row[LABEL].strip() not in ("0", "1"):
                 raise CohortError(
                     f"Manifest line {line}: column '{LABEL}' is '{row[LABEL]}', it must be 0 or 1"
                 )
-            if row[SPLIT] not in SPLITS:
+            if row[SPLIT] not in (SPLITS if labelled else (UNLABELLED,)):
                 raise CohortError(
                     f"Manifest line {line}: column '{SPLIT}' is '{row[SPLIT]}', "
                     f"it must be one of {', '.join(SPLITS)}"
                 )
             try:
-                clinical = json.loads(row[CLINICAL] or "{}")
+                clinical = json.loads(row.get(CLINICAL) or "{}")
             except json.JSONDecodeError as exc:
                 raise CohortError(
                     f"Manifest line {line}: column '{CLINICAL}' is not JSON: {exc}"

@@ -39,6 +39,13 @@ def register(commands: Any) -> None:
     export.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx")
     export.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
     export.add_argument("--max-batch", type=int, default=64)
+    export.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="MANIFEST_OR_FOLDER",
+        help="int8: studies to calibrate on (a cohort manifest, or a folder holding "
+        "manifest.csv); crops are made by the served preprocessing. Default: synthetic studies",
+    )
     export.add_argument("--json", action="store_true", help="print the report as JSON")
     export.set_defaults(handler=run_export)
 
@@ -71,7 +78,7 @@ def run_export(args: argparse.Namespace) -> int:
     from aln.export.pipeline import export_checkpoint
 
     report = export_checkpoint(
-        args.checkpoint, args.out, args.format, args.precision, args.max_batch
+        args.checkpoint, args.out, args.format, args.precision, args.max_batch, args.calibration
     )
     if args.json:
         print(json.dumps(report, indent=2))

@@ -187,7 +187,7 @@ def test_bad_engine_parameters_are_named(parameters, message):
 
 def test_tensorrt_plans_without_their_build_record_are_refused(tmp_path):
     """A plan only loads in the TensorRT release and GPU that built it; its sidecar says which."""
-    from aln.export.tensorrt import PlanMismatchError, check_plan_compatible
+    from aln.serving.tensorrt import PlanMismatchError, check_plan_compatible
 
     plan = tmp_path / "backbone_primary.plan"
     plan.write_bytes(b"not a plan")

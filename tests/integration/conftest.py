@@ -73,3 +73,54 @@ def study():
         laterality="R",
         view="MLO",
     )
+
+
+@pytest.fixture(scope="session")
+def repository_variant(served, tmp_path_factory):
+    """``make(name, **spec_fields)``: the session model's engines under other serving settings.
+
+    Writes a repository with :func:`aln.export.repository.write_repository` from the served
+    repository's engines and manifest (no new export), so a test can serve another spec fast.
+    """
+    from aln.export.repository import write_repository
+    from aln.preprocessing.manifest import MANIFEST_FILE
+    from aln.serving.spec import RepositorySpec
+
+    source = served[0].config.repository
+    engines = {
+        model: source / model / "1" / "model.onnx"
+        for model in (contract.BACKBONE_PRIMARY, contract.BACKBONE_AUXILIARY, contract.FUSION_HEAD)
+    }
+
+    def make(name: str, **fields):
+        spec = RepositorySpec(embedding_dim=768, clinical_dim=40, **fields)
+        out = tmp_path_factory.mktemp(name) / "repo"
+        return write_repository(
+            out, spec, engines, source / contract.PREPROCESS / "1" / MANIFEST_FILE
+        )
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def serve_repository(tmp_path_factory):
+    """``with serve_repository(repo) as url``: a fresh server on ``repo``, ready, then stopped."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def start(repo):
+        config = ServerConfig(
+            repo, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port()
+        )
+        log = Path(repo).parent / "tritonserver.log"
+        server = EmbeddedServer(config, log=log).start()
+        try:
+            server.wait_until_ready(contract.ENSEMBLE, timeout_s=240)
+            yield f"127.0.0.1:{config.grpc_port}"
+        except Exception:
+            print(log.read_text()[-8000:])
+            raise
+        finally:
+            server.stop()
+
+    return start

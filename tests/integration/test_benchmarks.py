@@ -70,7 +70,8 @@ def test_overhead_attributes_cpu_to_server_components(served, explicit_workload)
     cpu = row["cpu_core_ms_per_study"]
     assert {"tritonserver", contract.PREPROCESS, contract.BACKBONE_PRIMARY} <= set(cpu)
     assert cpu[contract.BACKBONE_PRIMARY] > cpu[contract.FUSION_HEAD]
-    assert row["engine_only_img_s"] > 0 and 0 < row["served_fraction_of_engine"] < 1.5
+    # served studies need at least the engine's work each: the share is below 1 (+ timing noise)
+    assert row["engine_only_img_s"] > 0 and 0 < row["served_fraction_of_engine"] < 1.1
 
 
 def test_locust_headless_run_counts_requests_and_invalid_ones_as_the_right_failure(

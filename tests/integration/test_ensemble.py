@@ -86,10 +86,17 @@ def test_served_crop_equals_library_crop(served, reference, study):
     assert not result.as_numpy("auxiliary_image").any()
 
 
-def test_concurrent_requests_are_batched_and_each_correct(client, reference, make_case):
+def test_concurrent_requests_are_batched_and_each_correct(served, client, reference, make_case):
+    from aln.benchmarks import triton_stats
+
     cases = [make_case("ge", "explicit", seed=s) for s in range(8)]
     studies = [Study(ImageInput(c.dicom, c.lesion_centre), c.clinical) for c in cases]
+    url = served[2]
+    before = triton_stats.snapshot(url)
     served = client.predict_many(studies, concurrency=8)
+    window = triton_stats.window(before, triton_stats.snapshot(url))
+    sizes = window[contract.BACKBONE_PRIMARY]["batch_sizes"]
+    assert max(sizes) > 1, sizes  # Triton's own statistics: the engine ran real batches
     for case, prediction in zip(cases, served, strict=True):
         local = reference.predict(
             StudyInput(case.dicom, Region(*case.lesion_centre)), case.clinical
@@ -120,7 +127,10 @@ BAD_NAMES = [b.name for b in bad_studies(_SMALL) + encapsulated_bad_studies(_SMA
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
-def test_each_bad_input_is_named_and_others_in_the_batch_succeed(client, reference, study, name):
+def test_each_bad_input_is_named_and_concurrent_studies_succeed(client, reference, study, name):
+    """Each bad study is sent beside two valid ones in flight at the same time. (The default
+    preprocess model takes one study per batch; a shared batch is tested in
+    ``test_batch_isolation.py``.)"""
     bad_study = next(
         b for b in bad_studies(study) + encapsulated_bad_studies(study) if b.name == name
     )

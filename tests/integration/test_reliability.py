@@ -10,13 +10,13 @@ import asyncio
 import contextlib
 import os
 import signal
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from aln.benchmarks.overload import closed_loop_capacity, open_loop
-from aln.client import AlnClient, ImageInput, Prediction, RetryPolicy, Study
+from aln.client import AlnClient, ImageInput, Prediction, RetryPolicy
 from aln.export.repository import build_repository
 from aln.preprocessing import contract
 from aln.serving.server import EmbeddedServer, ServerConfig, free_port
@@ -76,41 +76,72 @@ def test_overload_is_shed_promptly_and_the_server_recovers(bounded_repo, study, 
         )
 
 
-def test_killed_and_restarted_server_loses_no_request(bounded_repo, study, tmp_path):
+def test_killed_and_restarted_server_loses_no_request(bounded_repo, served, make_case, tmp_path):
+    """SIGKILL with requests in flight, restart: every distinct study answered with its own answer."""
+    from aln.model.reference import ReferencePredictor
+    from aln.preprocessing import Region, StudyInput
+
+    cases = [make_case("ge", "explicit", seed=200 + i) for i in range(10)]
+    reference = ReferencePredictor(served[1])
+    expected = [
+        reference.predict(StudyInput(c.dicom, Region(*c.lesion_centre)), c.clinical).probability
+        for c in cases
+    ]
+    assert len({round(p, 6) for p in expected}) == len(cases)  # distinct studies, distinct answers
     server, config = _start(bounded_repo, tmp_path)
     server.wait_until_ready(contract.ENSEMBLE, timeout_s=180)
     url = f"127.0.0.1:{config.grpc_port}"
-    studies = [Study(ImageInput(study.dicom, study.lesion_centre), study.clinical)] * 16
-    results: list = []
-    retry = RetryPolicy(max_attempts=30, initial_backoff_s=0.2, max_backoff_s=1.0)
+    retry = RetryPolicy(max_attempts=60, initial_backoff_s=0.2, max_backoff_s=1.0)
+    spans: dict[int, tuple[float, float]] = {}
+    answers: dict[int, object] = {}
 
-    def run() -> None:
-        with AlnClient(url, timeout_s=120, retry=retry) as client:
-            results.extend(client.predict_many(studies, concurrency=2, return_exceptions=True))
+    def one(i: int, client: AlnClient) -> None:
+        start = time.monotonic()
+        try:
+            answers[i] = client.predict(
+                ImageInput(cases[i].dicom, cases[i].lesion_centre), cases[i].clinical
+            )
+        except Exception as exc:  # reported below with the study's index
+            answers[i] = exc
+        spans[i] = (start, time.monotonic())
 
-    worker = threading.Thread(target=run)
-    worker.start()
     restarted = None
+    with AlnClient(url, timeout_s=150, retry=retry) as client, ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(one, i, client) for i in range(len(cases))]
+        try:
+            while len(answers) < 2:  # the server is answering, and more are in flight
+                time.sleep(0.05)
+            killed_at = time.monotonic()
+            os.killpg(server.process.pid, signal.SIGKILL)  # a crash, mid-load
+            server.process.wait()
+            restarted, _ = _start(bounded_repo, tmp_path, config)
+            probes = []
+            while not restarted.is_ready(contract.ENSEMBLE):
+                assert restarted.process.poll() is None, "the restarted server died"
+                probes.append(time.monotonic())
+                time.sleep(0.1)
+            ready_at = time.monotonic()
+            with AlnClient(url, timeout_s=60, retry=RetryPolicy(max_attempts=1)) as direct:
+                # ready means ready: the first request after it needs no retry
+                first = direct.predict(
+                    ImageInput(cases[0].dicom, cases[0].lesion_centre), cases[0].clinical
+                )
+            assert abs(first.probability - expected[0]) <= 1e-4
+            for future in futures:
+                future.result(timeout=180)
+        finally:
+            if restarted is not None and any(not f.done() for f in futures):
+                restarted.stop()
     try:
-        time.sleep(1.5)
-        os.killpg(server.process.pid, signal.SIGKILL)  # a crash, mid-load
-        server.process.wait()
-        time.sleep(1.0)
-        restarted, _ = _start(bounded_repo, tmp_path, config)
-        readiness = [restarted.is_ready(contract.ENSEMBLE)]
-        restarted.wait_until_ready(contract.ENSEMBLE, timeout_s=180)
-        readiness.append(restarted.is_ready(contract.ENSEMBLE))
-        worker.join(timeout=150)
-        assert readiness == [False, True]  # not ready while loading and warming up
-        assert len(results) == len(studies)
-        assert all(isinstance(r, Prediction) for r in results), [
-            r for r in results if not isinstance(r, Prediction)
-        ]
-        assert (
-            len({round(r.probability, 6) for r in results}) == 1
-        )  # every study answered, once each
+        assert len(probes) >= 5, probes  # readiness was polled, and false, while models loaded
+        in_flight = [i for i, (s, e) in spans.items() if s < killed_at < e]
+        assert in_flight, spans  # requests were in flight at the kill ...
+        assert any(spans[i][1] > ready_at for i in in_flight)  # ... and answered after restart
+        for i, answer in answers.items():
+            assert isinstance(answer, Prediction), (i, answer)
+            assert abs(answer.probability - expected[i]) <= 1e-4, (i, answer.probability)
+        assert len(answers) == len(cases)  # each study answered once, with its own answer
     finally:
-        worker.join(timeout=1)
         if restarted is not None:
             restarted.stop()
         server.stop()

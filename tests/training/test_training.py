@@ -27,7 +27,7 @@ from aln.training.cohort import read_cohort
 from aln.training.dataset import CropCache
 from aln.training.errors import CohortError
 from aln.training.evaluate import Score, evaluate, read_predictions, score_checkpoint, write_report
-from aln.training.metrics import delong_auc
+from aln.training.metrics import delong_auc, delong_test
 from aln.training.trainer import TrainConfig, train
 from tests.training.conftest import FAST
 
@@ -60,9 +60,14 @@ def test_held_out_auc_clearly_above_chance(cohort, trained):
         r["file"]: float(r["true_probability"])
         for r in csv.DictReader((cohort / "manifest.csv").open())
     }
-    oracle = delong_auc([s.label for s in held_out], [rows[s.case_id] for s in held_out])
+    labels = [s.label for s in held_out]
+    against_truth = delong_test(
+        labels, [s.score for s in held_out], [rows[s.case_id] for s in held_out]
+    )
     assert result.ci_low > 0.5 and result.p_value < 0.05, result
-    assert result.auc <= oracle.auc + 3 * result.se  # no model beats the truth beyond noise
+    # no model beats the labels' true probabilities on the same cases (a leak would):
+    # the paired DeLong test must not find the model significantly better than the oracle
+    assert not (against_truth.difference > 0 and against_truth.p_value < 0.05), against_truth
 
 
 def test_training_is_deterministic(cohort, trained, tmp_path):
