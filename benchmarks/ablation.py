@@ -1,6 +1,6 @@
 """Where the speed comes from: one change at a time, from the naive baseline to the served ensemble.
 
-``aln bench ablation`` exports the checkpoint once, then serves it in :data:`STEPS` order, each
+``aln bench ablation`` exports the checkpoint once, then serves it in :func:`ladder` order, each
 step differing from the one before by one change, and measures every step on the same workloads
 at the same concurrency in one run. The first two steps are the baseline process
 (:mod:`aln.benchmarks.baseline`); the rest are Triton repositories whose last step is exactly the
@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from aln.benchmarks import latency, servers
 from aln.benchmarks.baseline import BaselineOptions
-from aln.benchmarks.compare import named_workloads, sweep_all
+from aln.benchmarks.compare import named_workloads, sweep_all, tuned_baselines
 from aln.benchmarks.machine import describe_machine, write_result
 
 
@@ -38,59 +38,54 @@ class Step:
     spec: dict[str, Any] = field(default_factory=dict)
 
 
-_TRITON_START = {
-    "max_batch": 1,
-    "preprocess_instances": 1,
-    "backbone_instances": 1,
-    "engine_threads": BaselineOptions().threads,
-    "decode": "full",
-    "skip_absent_auxiliary": False,
-}
-STEPS = (
-    Step("naive", "the naive baseline: eager torch, full decode, one process", BaselineOptions()),
-    Step(
-        "onnxruntime",
-        "eager torch -> ONNX Runtime (same process, batch 1, same threads)",
-        BaselineOptions(engine="onnxruntime"),
-    ),
-    Step(
-        "triton",
-        "one process -> Triton: preprocessing and each engine in processes of their own, "
-        "pipelined (1 instance each, batch 1, full decode, no auxiliary skip)",
-        spec=_TRITON_START,
-    ),
-    Step(
-        "dynamic-batching",
-        "batch 1 -> dynamic batching of the engines (max batch 32)",
-        spec={**_TRITON_START, "max_batch": 32},
-    ),
-    Step(
-        "preprocess-instances",
-        "1 -> 2 preprocessing instances",
-        spec={**_TRITON_START, "max_batch": 32, "preprocess_instances": 2},
-    ),
-    Step(
-        "region-decode",
-        "full -> region decode (JPEG 2000 decodes only the crop)",
-        spec={**_TRITON_START, "max_batch": 32, "preprocess_instances": 2, "decode": "region"},
-    ),
-    Step(
-        "auxiliary-skip",
-        "the auxiliary backbone skips studies without an auxiliary image",
-        spec={
-            **_TRITON_START,
-            "max_batch": 32,
-            "preprocess_instances": 2,
-            "decode": "region",
-            "skip_absent_auxiliary": True,
-        },
-    ),
-    Step(
-        "served-default",
-        "1 two-threaded -> 2 single-threaded instances per engine (the served default)",
-        spec={},
-    ),
-)
+def ladder(naive: BaselineOptions) -> tuple[Step, ...]:
+    """The steps, from ``naive`` (the tuned naive baseline) to the served default.
+
+    The baseline steps and the first Triton step run the engines with ``naive.threads``, so moving
+    into Triton changes where the work runs, not how many threads it gets.
+    """
+    start: dict[str, Any] = {
+        "max_batch": 1,
+        "preprocess_instances": 1,
+        "backbone_instances": 1,
+        "engine_threads": naive.threads,
+        "decode": "full",
+        "skip_absent_auxiliary": False,
+    }
+    batching = {**start, "max_batch": 32}
+    instances = {**batching, "preprocess_instances": 2}
+    region = {**instances, "decode": "region"}
+    skip = {**region, "skip_absent_auxiliary": True}
+    return (
+        Step("naive", "the naive baseline: eager torch, full decode, one process", naive),
+        Step(
+            "onnxruntime",
+            "eager torch -> ONNX Runtime (same process, batch 1, same threads)",
+            replace(naive, engine="onnxruntime"),
+        ),
+        Step(
+            "triton",
+            "one process -> Triton: preprocessing and each engine in processes of their own, "
+            "pipelined (1 instance each, batch 1, full decode, no auxiliary skip)",
+            spec=start,
+        ),
+        Step(
+            "dynamic-batching", "batch 1 -> dynamic batching of the engines (max 32)", spec=batching
+        ),
+        Step("preprocess-instances", "1 -> 2 preprocessing instances", spec=instances),
+        Step("region-decode", "full -> region decode (only the crop is decoded)", spec=region),
+        Step(
+            "auxiliary-skip",
+            "the auxiliary backbone skips studies without an auxiliary image",
+            spec=skip,
+        ),
+        Step(
+            "served-default",
+            "engines: 1 instance of the baseline's threads -> 2 single-threaded instances "
+            "(the served default)",
+            spec={},
+        ),
+    )
 
 
 def ablation(
@@ -99,12 +94,17 @@ def ablation(
     workload_names: str,
     concurrency: int,
     settings: latency.SweepSettings,
-    steps: tuple[Step, ...] = STEPS,
     log: Any = None,
 ) -> dict[str, Any]:
-    """Serve every step in turn and measure it; return the result document."""
+    """Serve every step of :func:`ladder` in turn and measure it; return the result document.
+
+    The naive baseline is the tuned one of ``aln bench compare`` (its best threads and workers on
+    this machine), so the first step here is the compare's naive baseline.
+    """
     from aln.export.pipeline import export_checkpoint
 
+    tuned, source = tuned_baselines()
+    steps = ladder(tuned["naive"])
     workloads = named_workloads(workload_names)
     export = work / "export"
     if not (export / "export_report.json").is_file():
@@ -129,7 +129,7 @@ def ablation(
     return {
         "benchmark": "ablation",
         "machine": describe_machine(),
-        "settings": {**settings, "concurrency": concurrency},
+        "settings": {**settings, "concurrency": concurrency, "baselines_source": source},
         "workloads": {name: w.description for name, w in workloads.items()},
         "steps": rows,
     }

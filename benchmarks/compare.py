@@ -10,10 +10,11 @@ each, for every workload:
 * ``equal-work``: the same server skipping that absent auxiliary image, so it does the network
   work the ensemble does (the ensemble skips all-zero auxiliary rows). The headline ratio.
 
-Both baselines run with their intra-op threads and gRPC workers set explicitly (the defaults of
-:class:`~aln.benchmarks.baseline.BaselineOptions`, chosen by ``aln bench baseline-threads``) and
-the result records them. Workloads are named ``SYNTAX`` or ``SYNTAX+aux`` (with an auxiliary
-region on the primary image).
+Both baselines run with their intra-op threads and gRPC workers set explicitly: each to its best
+in this machine's committed ``aln bench baseline-threads`` result
+(``benchmarks/results/baseline_threads-<machine>.json``), or to ``--baseline-threads`` and
+``--baseline-workers`` when given; the result records the options and where they came from.
+Workloads are named ``SYNTAX`` or ``SYNTAX+aux`` (with an auxiliary region on the primary image).
 """
 
 from __future__ import annotations
@@ -94,6 +95,36 @@ def sweep_all(
     }
 
 
+def tuned_baselines(sweep_file: Path | None = None) -> tuple[dict[str, Any], str]:
+    """Each baseline's best options from the threads sweep, and where they came from.
+
+    Args:
+        sweep_file: An ``aln bench baseline-threads`` result (default: this machine's committed
+            one). Without one, both baselines take the :class:`BaselineOptions` defaults.
+    """
+    import json
+
+    from aln.benchmarks.baseline import BaselineOptions
+    from aln.benchmarks.machine import RESULTS, machine_slug
+
+    path = sweep_file or RESULTS / f"baseline_threads-{machine_slug(describe_machine())}.json"
+    defaults = BaselineOptions()
+    if not path.is_file():
+        chosen = {"naive": defaults, "equal-work": replace(defaults, skip_absent_auxiliary=True)}
+        return chosen, "BaselineOptions defaults (no threads sweep for this machine)"
+    best = json.loads(path.read_text())["best"]
+    chosen = {
+        name: replace(
+            defaults,
+            threads=best[name]["threads"],
+            workers=best[name]["workers"],
+            skip_absent_auxiliary=name == "equal-work",
+        )
+        for name in BASELINES
+    }
+    return chosen, f"{path.parent.name}/{path.name}"
+
+
 def compare(
     checkpoint: Path,
     work: Path,
@@ -101,7 +132,8 @@ def compare(
     concurrencies: list[int],
     settings: latency.SweepSettings,
     *,
-    baseline: Any = None,
+    baselines: dict[str, Any] | None = None,
+    baselines_source: str = "",
     spec_overrides: dict[str, Any] | None = None,
     log: Any = None,
 ) -> dict[str, Any]:
@@ -113,16 +145,15 @@ def compare(
         workloads: Named workloads (:func:`named_workloads`).
         concurrencies: Levels to measure.
         settings: Measured window, warm-up and deadline per level.
-        baseline: The naive baseline's :class:`~aln.benchmarks.baseline.BaselineOptions`
-            (default: its defaults); the equal-work one differs only in skipping the absent
-            auxiliary image.
+        baselines: Each baseline's :class:`~aln.benchmarks.baseline.BaselineOptions` (default:
+            :func:`tuned_baselines`); the equal-work one skips the absent auxiliary image.
+        baselines_source: Where those options came from (recorded).
         spec_overrides: The ensemble's repository settings.
         log: Called with a line per measured level.
     """
-    from aln.benchmarks.baseline import BaselineOptions
-
-    naive = baseline or BaselineOptions()
-    options = {"naive": naive, "equal-work": replace(naive, skip_absent_auxiliary=True)}
+    if baselines is None:
+        baselines, baselines_source = tuned_baselines()
+    options = baselines
     sweeps: dict[str, dict[str, dict[str, Any]]] = {}
     with servers.ensemble(checkpoint, work, spec_overrides) as served:
         sweeps["ensemble"] = sweep_all(
@@ -136,6 +167,7 @@ def compare(
         "machine": describe_machine(),
         "settings": dict(settings),
         "baselines": {name: asdict(options[name]) for name in BASELINES},
+        "baselines_source": baselines_source,
         "workloads": {
             name: {
                 "description": studies.description,
@@ -172,9 +204,6 @@ def format_ratios(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from aln.benchmarks.baseline import BaselineOptions
-
-    defaults = BaselineOptions()
     parser = argparse.ArgumentParser(prog="aln bench compare", description=__doc__.splitlines()[0])
     servers.add_arguments(parser, url=False)
     parser.add_argument(
@@ -186,19 +215,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline-threads",
         type=int,
-        default=defaults.threads,
-        help=f"baselines' intra-op threads (default {defaults.threads}: the sweep's best)",
+        help="both baselines' intra-op threads (default: each one's best in the threads sweep)",
     )
     parser.add_argument(
         "--baseline-workers",
         type=int,
-        default=defaults.workers,
-        help=f"baselines' gRPC threads (default {defaults.workers}: the sweep's best)",
+        help="both baselines' gRPC threads (default: each one's best in the threads sweep)",
     )
     parser.add_argument("--out", type=Path, help="result JSON (PNG written beside it)")
     args = parser.parse_args(argv)
     workloads = named_workloads(args.workloads)
-    naive = BaselineOptions(workers=args.baseline_workers, threads=args.baseline_threads)
+    baselines, source = tuned_baselines()
+    if args.baseline_threads or args.baseline_workers:
+        baselines = {
+            name: replace(
+                options,
+                threads=args.baseline_threads or options.threads,
+                workers=args.baseline_workers or options.workers,
+            )
+            for name, options in baselines.items()
+        }
+        source = "--baseline-threads/--baseline-workers"
     with servers.workdir(args) as work:
         report = compare(
             servers.checkpoint_of(args, work),
@@ -206,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             workloads,
             args.concurrency,
             latency.sweep_settings(args),
-            baseline=naive,
+            baselines=baselines,
+            baselines_source=source,
             log=print,
         )
     out = write_result(report, "compare", args.out)

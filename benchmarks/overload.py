@@ -1,12 +1,12 @@
 """Overload, shedding and recovery of the served ensemble, driven open-loop.
 
-Run: ``aln bench overload [--duration-s 60] [--factor 3]``. Builds the demo
-repository with bounded queueing (``--queue-timeout-s``, optionally ``--max-queue-size``), measures
-capacity
-(studies/s at concurrency 4), then offers ``--factor`` x capacity for ``--duration-s`` seconds at a
-fixed arrival rate whatever the server does (open loop: arrivals do not wait for answers), without
-client retries. Reports admitted throughput and latency percentiles, how many requests were
-refused and how fast, the server's resident memory (all its processes) over the run, and the
+Run: ``aln bench overload [--duration-s 60] [--factor 3]``. Builds the demo repository with
+bounded queueing (``--queue-timeout-s``, optionally ``--max-queue-size``), measures capacity after
+a warm-up (closed loop at ``--capacity-concurrency``, by default 8: where ``aln bench compare``
+finds the ensemble at its peak), then offers ``--factor`` x capacity for ``--duration-s`` seconds
+at a fixed arrival rate whatever the server does (open loop: arrivals do not wait for answers),
+without client retries. Reports admitted throughput and latency percentiles, how many requests
+were refused and how fast, the server's resident memory (all its processes) over the run, and the
 latency of normal requests once the load stops.
 Writes ``benchmarks/results/overload-<machine>.json``.
 """
@@ -125,6 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
     parser.add_argument("--max-queue-size", type=int, default=0)
     parser.add_argument("--queue-timeout-s", type=float, default=2.0)
+    parser.add_argument(
+        "--capacity-concurrency",
+        type=int,
+        default=8,
+        help="closed-loop concurrency capacity is measured at (the compare's peak)",
+    )
+    parser.add_argument("--capacity-s", type=float, default=20.0, help="capacity window")
+    parser.add_argument("--warmup-s", type=float, default=10.0, help="before measuring capacity")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
@@ -140,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         with servers.ensemble(checkpoint, work, spec) as served:
             url, pid = served.url, served.pid
             idle_rss = server_rss_mb(pid)
-            capacity = asyncio.run(closed_loop_capacity(url, image, case.clinical, 4, 15))
+            level = args.capacity_concurrency
+            asyncio.run(closed_loop_capacity(url, image, case.clinical, level, args.warmup_s))
+            capacity = asyncio.run(
+                closed_loop_capacity(url, image, case.clinical, level, args.capacity_s)
+            )
             print(f"capacity {capacity:.2f} studies/s; offering {args.factor:.0f}x", flush=True)
             overload = asyncio.run(
                 open_loop(
@@ -158,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         "study": "4096x3328 Hologic JPEG 2000",
         "repository": built.__dict__,
         "capacity_studies_per_s": round(capacity, 2),
+        "capacity": {
+            "concurrency": args.capacity_concurrency,
+            "window_s": args.capacity_s,
+            "warmup_s": args.warmup_s,
+        },
         "factor": args.factor,
         "duration_s": args.duration_s,
         "idle_server_rss_mb": idle_rss,

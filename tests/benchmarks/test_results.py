@@ -3,6 +3,7 @@ baseline ratios, the configuration search's choice, the cross-device report."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -193,3 +194,41 @@ def test_report_refuses_a_file_that_is_not_a_result(tmp_path):
         report.write_report([bad], tmp_path / "out")
     with pytest.raises(report.ReportError, match="Cannot read result file"):
         report.write_report([tmp_path / "missing.json"], tmp_path / "out")
+
+
+def test_the_ablation_changes_one_thing_at_a_time_and_ends_at_the_served_default():
+    from dataclasses import asdict, fields
+
+    from aln.benchmarks.ablation import ladder
+    from aln.benchmarks.baseline import BaselineOptions
+    from aln.serving.spec import RepositorySpec
+
+    naive = BaselineOptions(threads=1, workers=2)
+    steps = ladder(naive)
+    baselines = [s.baseline for s in steps if s.baseline is not None]
+    assert baselines[0] == naive and baselines[1] == BaselineOptions(
+        workers=2, threads=1, engine="onnxruntime"
+    )
+    defaults = asdict(RepositorySpec(1, 1))
+    triton = [{**defaults, **s.spec} for s in steps if s.baseline is None]
+    assert triton[0]["engine_threads"] == naive.threads  # into Triton with the same threads
+    for before, after in itertools.pairwise(triton):
+        changed = {k for k in after if after[k] != before[k]}
+        assert len(changed) == 1 or changed == {"backbone_instances", "engine_threads"}, changed
+    assert triton[-1] == defaults
+    assert {f.name for f in fields(RepositorySpec)} >= {"decode", "skip_absent_auxiliary"}
+
+
+def test_compare_takes_each_baselines_best_from_the_threads_sweep(tmp_path):
+    sweep = {
+        "best": {
+            "naive": {"threads": 1, "workers": 4},
+            "equal-work": {"threads": 1, "workers": 2},
+        }
+    }
+    (tmp_path / "baseline_threads-x.json").write_text(json.dumps(sweep))
+    chosen, source = compare.tuned_baselines(tmp_path / "baseline_threads-x.json")
+    assert (chosen["naive"].threads, chosen["naive"].workers) == (1, 4)
+    assert not chosen["naive"].skip_absent_auxiliary
+    assert (chosen["equal-work"].workers, chosen["equal-work"].skip_absent_auxiliary) == (2, True)
+    assert source.endswith("baseline_threads-x.json")

@@ -28,6 +28,8 @@ SOURCE = re.compile(r"<!--\s*source:\s*(.*?)\s*-->")
 UNITS = r"studies/s|img/s|images/s|core-ms|ms|GFLOP/s|%|MB|GB|s"
 FIGURE = re.compile(rf"(?<![\w.\-/])(\d+(?:\.\d+)?)(?:\s?({UNITS})|(x))(?![\w/])")
 CODE = re.compile(r"`[^`]*`")
+CONFIDENCE = re.compile(r"\b95% ?(?:CI|confidence|Wilson|bootstrap|bands)|Wilson 95%")
+"""A confidence level, not a measurement."""
 NOT_MEASURED = re.compile(r"<!--\s*not-measured\s*-->")
 
 
@@ -96,7 +98,7 @@ def figures() -> Iterator[tuple[str, int, str, str, list[str]]]:
             if NOT_MEASURED.search(block):
                 continue
             sources = [s.strip() for m in SOURCE.finditer(block) for s in m.group(1).split(",")]
-            prose = CODE.sub("", SOURCE.sub("", block))
+            prose = CONFIDENCE.sub("", CODE.sub("", SOURCE.sub("", block)))
             for match in FIGURE.finditer(prose):
                 yield doc, line, match.group(1), match.group(2) or match.group(3), sources
 

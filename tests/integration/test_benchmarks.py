@@ -63,6 +63,30 @@ def test_baseline_answers_like_the_ensemble_and_names_bad_input(
     assert "triton" not in result["levels"][0] and result["repository"] == {}
 
 
+def test_every_baseline_variant_answers_like_the_ensemble(served, tmp_path):
+    """Equal-work and ONNX Runtime baselines change the work done, never the answer."""
+    from aln.benchmarks.baseline import BaselineOptions
+    from aln.export.pipeline import export_checkpoint
+
+    _, checkpoint, url = served
+    study = workload.synthetic(("jpeg2000",), auxiliary=True, per_syntax=1).studies[0]
+    with AlnClient(url) as client:
+        alone = client.predict(study.primary, study.clinical)
+        with_aux = client.predict(study.primary, study.clinical, auxiliary=study.auxiliary)
+    export = tmp_path / "export"
+    export_checkpoint(checkpoint, export)
+    for options in (
+        BaselineOptions(skip_absent_auxiliary=True),
+        BaselineOptions(engine="onnxruntime", decode="region", skip_absent_auxiliary=True),
+    ):
+        running = servers.baseline(checkpoint, tmp_path, options, export)
+        with running as base, AlnClient(base.url) as client:
+            got = client.predict(study.primary, study.clinical)
+            got_aux = client.predict(study.primary, study.clinical, auxiliary=study.auxiliary)
+        assert got.probability == pytest.approx(alone.probability, abs=1e-4), options
+        assert got_aux.probability == pytest.approx(with_aux.probability, abs=1e-4), options
+
+
 def test_overhead_attributes_cpu_to_server_components(served, explicit_workload):
     server, _, url = served
     running = servers.Running(url, server.process.pid, server.config.repository)

@@ -148,20 +148,26 @@ def test_killed_and_restarted_server_loses_no_request(bounded_repo, served, make
 
 
 def test_requests_past_their_deadline_never_reach_a_backbone(bounded_repo, study, tmp_path):
+    """A deadline shorter than preprocessing itself: no request may ever run on a backbone.
+
+    Each request's deadline (10 ms) passes while it is queued for, or inside, ``preprocess``
+    (about 100 ms on this study), so the backbone queue must reject every one of them. Triton's
+    own statistics count the backbone's executions: zero, not merely few.
+    """
     import tritonclient.grpc as grpcclient
 
     with _ready(bounded_repo, tmp_path) as (_, url):
         image = ImageInput(study.dicom, study.lesion_centre)
         with grpcclient.InferenceServerClient(url) as raw:
             before = _executions(raw)
-        result = asyncio.run(open_loop(url, image, study.clinical, 40, 3, 0.05))
+        result = asyncio.run(open_loop(url, image, study.clinical, 20, 3, 0.01))
         with grpcclient.InferenceServerClient(url) as raw:
             after = _executions(raw)
-        executed = after - before
-        assert result.offered >= 100 and len(result.latencies_ms) < result.offered / 2
-        # a request that missed its 50 ms deadline in a queue is rejected there, before the backbone:
-        # most of the offered requests never ran on it
-        assert executed < result.offered / 2, (executed, result.offered)
+        assert result.offered >= 50 and not result.latencies_ms  # none answered in time
+        assert after - before == 0, (after - before, result.offered)
+        # and the server still answers a request with time to spare
+        with AlnClient(url, timeout_s=60) as client:
+            assert client.predict(image, study.clinical).probability > 0
 
 
 def _executions(raw) -> int:
