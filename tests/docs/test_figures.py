@@ -6,8 +6,8 @@ result files it comes from::
     <!-- source: benchmarks/results/compare-cpu-2cores.json -->
 
 This test finds every number with a unit of measurement (studies/s, img/s, ms, core-ms,
-GFLOP/s, x, %, MB, GB, s) in ``README.md``, ``benchmarks/README.md`` and ``docs/reliability.md``
-(outside code) and checks that a number in one of the named files rounds to it at the precision
+GFLOP/s, x, %, MB, GB, s), and in a block that names its sources every decimal number, in
+``README.md``, ``benchmarks/README.md`` and ``docs/reliability.md`` (outside code) and checks that a number in one of the named files rounds to it at the precision
 quoted (a percentage may be stored as a fraction). A figure without a source, or whose value is
 in none of its files, fails with the line and the figure.
 """
@@ -30,11 +30,18 @@ FIGURE = re.compile(rf"(?<![\w.\-/])(\d+(?:\.\d+)?)(?:\s?({UNITS})|(x))(?![\w/])
 CODE = re.compile(r"`[^`]*`")
 CONFIDENCE = re.compile(r"\b95% ?(?:CI|confidence|Wilson|bootstrap|bands)|Wilson 95%")
 """A confidence level, not a measurement."""
+DECIMAL = re.compile(r"(?<![\w.\-/])(\d+\.\d+)(?![\w.%/])")
+"""In a block that names its sources, every decimal number is a figure too ("6.1 against 6.0
+studies/s" quotes two)."""
+VERSION = re.compile(r"\b(?:Triton|Python|torch|OpenJPEG|opset|pytriton|version|v)\s+\d+(?:\.\d+)+")
 NOT_MEASURED = re.compile(r"<!--\s*not-measured\s*-->")
 
 
 def blocks(text: str) -> Iterator[tuple[int, str]]:
-    """``(first line number, text)`` of each paragraph, list item or table, outside code fences."""
+    """``(first line number, text)`` of each paragraph, list item or table, outside code fences.
+
+    A line holding only a source comment belongs to the block that follows it.
+    """
     fenced = False
     current: list[str] = []
     start = 0
@@ -45,9 +52,13 @@ def blocks(text: str) -> Iterator[tuple[int, str]]:
         if fenced:
             continue
         new_item = line.lstrip().startswith(("- ", "* ", "#")) and not line.startswith("  ")
-        if not line.strip() or new_item:
-            if current:
+        only_comments = all(SOURCE.fullmatch(c.strip()) for c in current)
+        if not line.strip() or (new_item and not (current and only_comments)):
+            if current and not (only_comments and line.strip() == ""):
                 yield start, "\n".join(current)
+                current = []
+            elif current and only_comments:
+                continue  # a source comment, a blank line: it still heads the next block
             current, start = ([line], number) if line.strip() else ([], number + 1)
             continue
         if not current:
@@ -98,9 +109,15 @@ def figures() -> Iterator[tuple[str, int, str, str, list[str]]]:
             if NOT_MEASURED.search(block):
                 continue
             sources = [s.strip() for m in SOURCE.finditer(block) for s in m.group(1).split(",")]
-            prose = CONFIDENCE.sub("", CODE.sub("", SOURCE.sub("", block)))
+            prose = VERSION.sub("", CONFIDENCE.sub("", CODE.sub("", SOURCE.sub("", block))))
+            seen = set()
             for match in FIGURE.finditer(prose):
+                seen.add(match.start(1))
                 yield doc, line, match.group(1), match.group(2) or match.group(3), sources
+            if sources:
+                for match in DECIMAL.finditer(prose):
+                    if match.start(1) not in seen:
+                        yield doc, line, match.group(1), "", sources
 
 
 ALL = list(figures())
