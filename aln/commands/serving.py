@@ -135,6 +135,13 @@ def _server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     parser.add_argument("--tls-client-ca", type=Path, help="CA of client certificates: mutual TLS")
     parser.add_argument("--log", type=Path, help="write the server log here (default: stdout)")
+    parser.add_argument(
+        "--drain-timeout-s",
+        type=float,
+        default=None,
+        help="on SIGTERM, how long admitted requests may still finish while new ones are refused "
+        "(default 15, above the default queue timeout)",
+    )
 
 
 def run_build_repo(args: argparse.Namespace) -> int:
@@ -174,6 +181,7 @@ def server_config(args: argparse.Namespace) -> Any:
         if not (args.tls_cert and args.tls_key):
             raise UsageError("--tls-cert and --tls-key go together")
         tls = (args.tls_cert, args.tls_key, args.tls_client_ca)
+    drain = {} if args.drain_timeout_s is None else {"drain_timeout_s": args.drain_timeout_s}
     return ServerConfig(
         args.repo,
         grpc_port=args.grpc_port,
@@ -181,6 +189,7 @@ def server_config(args: argparse.Namespace) -> Any:
         metrics_port=args.metrics_port,
         host=args.host,
         grpc_tls=tls,
+        **drain,
     )
 
 
@@ -212,14 +221,24 @@ def start_server(config: Any, log: Path | None) -> Any:
 
 
 def serve_until_stopped(server: Any) -> int:
-    """Block until Ctrl-C or SIGTERM (``aln`` turns SIGTERM into KeyboardInterrupt), then stop."""
+    """Block until Ctrl-C or SIGTERM (``aln`` turns SIGTERM into KeyboardInterrupt), then drain.
+
+    Returns:
+        0 after a clean drain; 1 when the server exited by itself or did not stop cleanly.
+    """
     try:
         server.process.wait()
         print(f"tritonserver exited with status {server.process.returncode}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("stopping tritonserver...", flush=True)
-        return 0
+        print(
+            f"stopping tritonserver: draining admitted requests for up to "
+            f"{server.config.drain_timeout_s:g} s, refusing new ones...",
+            flush=True,
+        )
+        status = server.stop()
+        print(f"tritonserver stopped (status {status})", flush=True)
+        return 0 if status == 0 else 1
     finally:
         server.stop()
 
