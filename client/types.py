@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aln.client.errors import AlnClientError
+from aln.preprocessing import contract
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,7 @@ class ImageInput:
 
     def region(self) -> list[float]:
         """The contract's region values: centre then bounding box (NaN when absent)."""
-        bbox = self.bbox if self.bbox is not None else (math.nan,) * 4
-        return [float(self.lesion[0]), float(self.lesion[1]), *map(float, bbox)]
+        return [float(v) for v in contract.pack_region(self.lesion, self.bbox)]
 
     def options(self) -> dict[str, Any]:
         """Overrides set on this image."""

@@ -9,7 +9,6 @@ its prefix and site-packages, which is how ``model.py`` imports ``aln`` and nump
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -66,12 +65,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-DEFAULT_DRAIN_TIMEOUT_S = 15.0
-"""How long a stopping server lets admitted requests finish: above the default queue timeout
-(``RepositorySpec.queue_timeout_us``), so a request admitted just before the stop can still leave
-its queue and be answered."""
-
-
 @dataclass
 class ServerConfig:
     """How to start the server.
@@ -85,8 +78,6 @@ class ServerConfig:
         log_verbose: Triton's ``--log-verbose`` level.
         grpc_tls: ``(server cert, server key, client CA or None)`` to serve gRPC over TLS, with
             mutual TLS when a client CA is given.
-        drain_timeout_s: On stop, how long admitted requests may still run (Triton's
-            ``--exit-timeout-secs``); readiness is false and new requests are refused meanwhile.
         extra_args: More ``tritonserver`` arguments.
     """
 
@@ -97,7 +88,6 @@ class ServerConfig:
     host: str = "127.0.0.1"
     log_verbose: int = 0
     grpc_tls: tuple[Path, Path, Path | None] | None = None
-    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
     extra_args: list[str] = field(default_factory=list)
 
     def command(self, home: Path) -> list[str]:
@@ -116,7 +106,6 @@ class ServerConfig:
             "--allow-gpu-metrics=false",
             "--strict-readiness=true",
             "--exit-on-error=true",
-            f"--exit-timeout-secs={max(1, round(self.drain_timeout_s))}",
             f"--log-verbose={self.log_verbose}",
         ]
         if self.grpc_tls is not None:
@@ -220,32 +209,17 @@ class EmbeddedServer:
             time.sleep(0.25)
         raise ServerStartError(f"tritonserver was not ready within {timeout_s:.0f} s")
 
-    def stop(self, timeout_s: float | None = None) -> int | None:
-        """Stop and drain: SIGTERM to ``tritonserver`` alone, then SIGKILL if it hangs.
-
-        Only the server process is signalled, never its process group: Triton then reports not
-        ready at once, refuses new requests with UNAVAILABLE, lets the admitted ones finish (up
-        to ``drain_timeout_s``) and stops its Python-backend stubs itself. Signalling the group
-        would kill the stubs under the requests they are serving.
-
-        Args:
-            timeout_s: How long to wait before SIGKILL (default: the drain timeout + 15 s).
-
-        Returns:
-            The server's exit status (0 after a clean drain).
-        """
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """Stop with SIGTERM (Triton drains in-flight requests), then SIGKILL if it hangs."""
         if self.process is None:
             return None
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            wait_s = timeout_s if timeout_s is not None else self.config.drain_timeout_s + 15
+            os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=wait_s)
+                self.process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)  # a stub that outlived its server
         if self._log_handle is not None:
             self._log_handle.close()
         return self.process.returncode

@@ -135,13 +135,6 @@ def _server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     parser.add_argument("--tls-client-ca", type=Path, help="CA of client certificates: mutual TLS")
     parser.add_argument("--log", type=Path, help="write the server log here (default: stdout)")
-    parser.add_argument(
-        "--drain-timeout-s",
-        type=float,
-        default=None,
-        help="on SIGTERM, how long admitted requests may still finish while new ones are refused "
-        "(default 15, above the default queue timeout)",
-    )
 
 
 def run_build_repo(args: argparse.Namespace) -> int:
@@ -181,7 +174,6 @@ def server_config(args: argparse.Namespace) -> Any:
         if not (args.tls_cert and args.tls_key):
             raise UsageError("--tls-cert and --tls-key go together")
         tls = (args.tls_cert, args.tls_key, args.tls_client_ca)
-    drain = {} if args.drain_timeout_s is None else {"drain_timeout_s": args.drain_timeout_s}
     return ServerConfig(
         args.repo,
         grpc_port=args.grpc_port,
@@ -189,12 +181,11 @@ def server_config(args: argparse.Namespace) -> Any:
         metrics_port=args.metrics_port,
         host=args.host,
         grpc_tls=tls,
-        **drain,
     )
 
 
 def start_server(config: Any, log: Path | None) -> Any:
-    """Start the embedded server and wait until the ensemble is ready; print the endpoints.
+    """Start the embedded server and wait until the ensemble is ready.
 
     Raises:
         RepositoryError: The repository holds no ensemble.
@@ -210,35 +201,33 @@ def start_server(config: Any, log: Path | None) -> Any:
     except BaseException:
         server.stop()
         raise
-    scheme = "grpcs" if config.grpc_tls else "grpc"
-    print(
-        f"aln_ensemble ready: {scheme}://{config.host}:{config.grpc_port}  "
-        f"http://{config.host}:{config.http_port}/v2  "
-        f"metrics http://{config.host}:{config.metrics_port}/metrics",
-        flush=True,
-    )
     return server
 
 
-def serve_until_stopped(server: Any) -> int:
-    """Block until Ctrl-C or SIGTERM (``aln`` turns SIGTERM into KeyboardInterrupt), then drain.
+def ready_line(config: Any) -> str:
+    """The line that tells an operator (and a supervisor) the ensemble serves, with endpoints."""
+    scheme = "grpcs" if config.grpc_tls else "grpc"
+    return (
+        f"aln_ensemble ready: {scheme}://{config.host}:{config.grpc_port}  "
+        f"http://{config.host}:{config.http_port}/v2  "
+        f"metrics http://{config.host}:{config.metrics_port}/metrics"
+    )
 
-    Returns:
-        0 after a clean drain; 1 when the server exited by itself or did not stop cleanly.
+
+def serve_until_stopped(server: Any) -> int:
+    """Print the ready line, block until Ctrl-C or SIGTERM, then stop the server.
+
+    ``aln`` turns SIGTERM into KeyboardInterrupt from its first instruction on.
     """
     try:
+        # printed inside the try: a SIGTERM right after the line is handled here, never lost
+        print(ready_line(server.config), flush=True)
         server.process.wait()
         print(f"tritonserver exited with status {server.process.returncode}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(
-            f"stopping tritonserver: draining admitted requests for up to "
-            f"{server.config.drain_timeout_s:g} s, refusing new ones...",
-            flush=True,
-        )
-        status = server.stop()
-        print(f"tritonserver stopped (status {status})", flush=True)
-        return 0 if status == 0 else 1
+        print("stopping tritonserver...", flush=True)
+        return 0
     finally:
         server.stop()
 
