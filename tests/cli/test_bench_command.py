@@ -23,6 +23,7 @@ OWN_OPTION = {
     "report": "results",
     "fuzz": "--cases",
     "overload": "--factor",
+    "baseline": "--skip-absent-auxiliary",
 }
 
 
