@@ -157,9 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     servers.add_arguments(parser, url=False)
     parser.add_argument("--workloads", default="explicit,jpeg2000", help="SYNTAX[+aux],...")
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--duration-s", type=float, default=20.0, help="measured per step")
-    parser.add_argument("--warmup-s", type=float, default=5.0, help="unrecorded, per step")
-    parser.add_argument("--timeout-s", type=float, default=60.0, help="per-request deadline")
+    latency.add_timing_arguments(parser, duration_s=20.0)
     parser.add_argument("--out", type=Path, help="result JSON")
     args = parser.parse_args(argv)
     with servers.workdir(args) as work:

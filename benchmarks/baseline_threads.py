@@ -78,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--threads", default="1,2", help="intra-op threads to try")
     parser.add_argument("--workers", default="1,2,4", help="gRPC worker threads to try")
-    parser.add_argument("--duration-s", type=float, default=20.0)
-    parser.add_argument("--warmup-s", type=float, default=5.0)
-    parser.add_argument("--timeout-s", type=float, default=60.0)
+    latency.add_timing_arguments(parser, duration_s=20.0)
     parser.add_argument("--out", type=Path, help="result JSON")
     args = parser.parse_args(argv)
     with servers.workdir(args) as work:

@@ -232,12 +232,17 @@ def concurrency_list(text: str) -> list[int]:
     return levels
 
 
+def add_timing_arguments(parser: argparse.ArgumentParser, duration_s: float = 30.0) -> None:
+    """Measured window, warm-up and request deadline (:func:`sweep_settings` reads them)."""
+    parser.add_argument("--duration-s", type=float, default=duration_s, help="measured per level")
+    parser.add_argument("--warmup-s", type=float, default=5.0, help="unrecorded, per level")
+    parser.add_argument("--timeout-s", type=float, default=60.0, help="per-request deadline")
+
+
 def add_sweep_arguments(parser: argparse.ArgumentParser, default: str = "1,2,4,8,16") -> None:
     """Concurrency levels and timing of a sweep."""
     parser.add_argument("--concurrency", type=concurrency_list, default=concurrency_list(default))
-    parser.add_argument("--duration-s", type=float, default=30.0, help="measured per level")
-    parser.add_argument("--warmup-s", type=float, default=5.0, help="unrecorded, per level")
-    parser.add_argument("--timeout-s", type=float, default=60.0, help="per-request deadline")
+    add_timing_arguments(parser)
 
 
 class SweepSettings(TypedDict):

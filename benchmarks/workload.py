@@ -114,11 +114,11 @@ def from_cohort(manifest: Path, *, auxiliary: bool = False, limit: int | None = 
     Raises:
         CohortError: The manifest is malformed (naming the line and column).
     """
-    from aln.training.cohort import read_cohort
+    from aln.training.cohort import MANIFEST_NAME, read_cohort
 
     manifest = Path(manifest)
     if manifest.is_dir():
-        manifest = manifest / "manifest.csv"
+        manifest = manifest / MANIFEST_NAME
     studies = []
     for case in read_cohort(manifest)[:limit]:
         primary = _image(case.primary, case.region, case.options)

@@ -50,9 +50,8 @@ class ImageInput:
         return [float(v) for v in contract.pack_region(self.lesion, self.bbox)]
 
     def options(self) -> dict[str, Any]:
-        """Overrides set on this image."""
-        values = {"laterality": self.laterality, "view": self.view, "spacing_mm": self.spacing_mm}
-        return {k: v for k, v in values.items() if v is not None}
+        """Overrides set on this image, keyed as in ``request_options``."""
+        return contract.ImageOptions(self.laterality, self.view, self.spacing_mm).as_dict()
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ from aln.preprocessing.errors import PreprocessingError
 from aln.preprocessing.manifest import Manifest
 from aln.preprocessing.pipeline import preprocess_image
 
-MANIFEST_NAME = "manifest.csv"
 DEFAULT_CROPS = 64
 
 
@@ -67,7 +66,7 @@ def calibration_set(
     """
     if source is None:
         return CalibrationSet(_synthetic(manifest, count, seed), "synthetic", True)
-    from aln.training.cohort import read_cohort
+    from aln.training.cohort import MANIFEST_NAME, read_cohort
     from aln.training.errors import CohortError
 
     path = Path(source)

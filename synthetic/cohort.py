@@ -39,7 +39,6 @@ MANIFEST_COLUMNS = (
     columns.OVERRIDES + "spacing_mm",
 )
 """The manifest ``write_cohort`` writes: the training columns and the synthetic ground truth."""
-MANIFEST_NAME = "manifest.csv"
 
 COHORT_CENTRES: dict[Vendor, str] = {"hologic": "A", "ge": "B", "siemens": "C", "fuji": "D"}
 """Centres of ``--cohort`` designs: A-C are internal (train/val/test), D is the external test
@@ -78,7 +77,7 @@ def write_cohort(
     """
     out.mkdir(parents=True, exist_ok=True)
     schema = schema or ClinicalSchema.load()
-    manifest = out / MANIFEST_NAME
+    manifest = out / columns.MANIFEST_NAME
     rng = np.random.default_rng(seed)
     plan_rng = np.random.default_rng(seed + 1)
     with manifest.open("w", newline="") as fh:

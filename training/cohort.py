@@ -27,6 +27,8 @@ from aln.preprocessing.contract import ImageOptions
 from aln.preprocessing.crop import Region
 from aln.training.errors import CohortError
 
+MANIFEST_NAME = "manifest.csv"
+"""The file name of a cohort manifest inside a study folder (``aln synth`` writes it there)."""
 SPLITS = ("train", "val", "test", "external")
 UNLABELLED = "unlabelled"
 """The split of cases read with ``labelled=False``."""

@@ -56,8 +56,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from aln.preprocessing import contract
     from aln.preprocessing.manifest import MANIFEST_FILE, read_manifest
     from aln.serving.server import ServerConfig
-    from aln.synthetic.cohort import MANIFEST_NAME, write_cohort
-    from aln.training.cohort import read_cohort
+    from aln.synthetic.cohort import write_cohort
+    from aln.training.cohort import MANIFEST_NAME, read_cohort
 
     work = args.workdir
     checkpoint = work / f"checkpoint-{args.backbone}-seed{args.seed}"
