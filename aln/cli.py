@@ -50,6 +50,8 @@ EXTRAS = {
     "safetensors": "model",
     "onnx": "export",
     "onnxruntime": "export",
+    "openvino": "export",
+    "nncf": "export",
     "pytriton": "serve",
     "scipy": "training",
     "matplotlib": "training",

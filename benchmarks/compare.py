@@ -15,6 +15,9 @@ in this machine's committed ``aln bench baseline-threads`` result
 (``benchmarks/results/baseline_threads-<machine>.json``), or to ``--baseline-threads`` and
 ``--baseline-workers`` when given; the result records the options and where they came from.
 Workloads are named ``SYNTAX`` or ``SYNTAX+aux`` (with an auxiliary region on the primary image).
+
+``--engine-exports`` serves other engines of the same checkpoint (OpenVINO, int8: ``aln export``
+folders) in turn with the same settings, and sets each against the fp32 ONNX Runtime ensemble.
 """
 
 from __future__ import annotations
@@ -135,6 +138,8 @@ def compare(
     baselines: dict[str, Any] | None = None,
     baselines_source: str = "",
     spec_overrides: dict[str, Any] | None = None,
+    engine_exports: list[Path] | None = None,
+    with_baselines: bool = True,
     log: Any = None,
 ) -> dict[str, Any]:
     """Sweep the ensemble, then each baseline, on every workload; return all with the ratios.
@@ -148,6 +153,10 @@ def compare(
         baselines: Each baseline's :class:`~aln.benchmarks.baseline.BaselineOptions` (default:
             :func:`tuned_baselines`); the equal-work one skips the absent auxiliary image.
         baselines_source: Where those options came from (recorded).
+        engine_exports: ``aln export`` folders of the same checkpoint in other engines or
+            precisions (OpenVINO, int8), each served in turn with the same settings and set
+            against the fp32 ensemble (``engines``: throughput and p99 ratios per workload).
+        with_baselines: Sweep the baselines too (off: only the engines are compared).
         spec_overrides: The ensemble's repository settings.
         log: Called with a line per measured level.
     """
@@ -159,22 +168,41 @@ def compare(
         sweeps["ensemble"] = sweep_all(
             served.url, workloads, concurrencies, "ensemble", settings, log
         )
-    for name in BASELINES:
+    labels = {}
+    for export in engine_exports or []:
+        with servers.ensemble(export, work, spec_overrides) as served:
+            label = served.spec.engine_label if served.spec else str(export)
+            labels[label] = str(export)
+            sweeps[label] = sweep_all(served.url, workloads, concurrencies, label, settings, log)
+    engines = {
+        label: {
+            "export": export,
+            "ratios": {
+                name: ratios(sweeps[label][name], sweeps["ensemble"][name]) for name in workloads
+            },
+        }
+        for label, export in labels.items()
+    }
+    compared = BASELINES if with_baselines else ()
+    for name in compared:
         with servers.baseline(checkpoint, work, options[name]) as served:
             sweeps[name] = sweep_all(served.url, workloads, concurrencies, name, settings, log)
     return {
         "benchmark": "compare",
         "machine": describe_machine(),
         "settings": dict(settings),
-        "baselines": {name: asdict(options[name]) for name in BASELINES},
-        "baselines_source": baselines_source,
+        "ensemble_engine": "onnx/fp32",
+        "engines": engines,
+        "baselines": {name: asdict(options[name]) for name in compared},
+        "baselines_source": baselines_source if compared else None,
         "workloads": {
             name: {
                 "description": studies.description,
                 "ensemble": sweeps["ensemble"][name],
-                **{base: sweeps[base][name] for base in BASELINES},
+                **{label: sweeps[label][name] for label in labels},
+                **{base: sweeps[base][name] for base in compared},
                 "ratios": {
-                    base: ratios(sweeps["ensemble"][name], sweeps[base][name]) for base in BASELINES
+                    base: ratios(sweeps["ensemble"][name], sweeps[base][name]) for base in compared
                 },
             }
             for name, studies in workloads.items()
@@ -182,8 +210,28 @@ def compare(
     }
 
 
+def format_engines(report: dict[str, Any]) -> str:
+    """A markdown table: per engine, workload and concurrency, against the fp32 ensemble."""
+    lines = [
+        "| engines | workload | concurrency | studies/s | fp32 studies/s | ratio | p99 ms | "
+        "fp32 p99 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, entry in report["engines"].items():
+        for name, levels in entry["ratios"].items():
+            for level in levels:
+                lines.append(
+                    f"| {label} | {name} | {level['concurrency']} | {level['ensemble_per_s']} | "
+                    f"{level['baseline_per_s']} | **{level['throughput_ratio']}x** | "
+                    f"{level['ensemble_p99_ms']} | {level['baseline_p99_ms']} |"
+                )
+    return "\n".join(lines)
+
+
 def format_ratios(report: dict[str, Any]) -> str:
     """A markdown table: per workload and concurrency, the ensemble against both baselines."""
+    if not any(entry["ratios"] for entry in report["workloads"].values()):
+        return ""  # engines compared alone (--no-baselines)
     lines = [
         "| workload | concurrency | ensemble studies/s | equal-work studies/s | ratio | "
         "naive studies/s | ratio | p99 ms ensemble / equal-work / naive |",
@@ -222,6 +270,19 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="both baselines' gRPC threads (default: each one's best in the threads sweep)",
     )
+    parser.add_argument(
+        "--engine-exports",
+        type=lambda text: [Path(p) for p in text.split(",") if p],
+        default=[],
+        metavar="DIR,DIR",
+        help="export folders of the same checkpoint in other engines/precisions (aln export "
+        "--format openvino --precision int8 ...), each served after the fp32 ensemble",
+    )
+    parser.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="compare engines only (skip the naive and equal-work baselines)",
+    )
     parser.add_argument("--out", type=Path, help="result JSON (PNG written beside it)")
     args = parser.parse_args(argv)
     workloads = named_workloads(args.workloads)
@@ -245,16 +306,20 @@ def main(argv: list[str] | None = None) -> int:
             latency.sweep_settings(args),
             baselines=baselines,
             baselines_source=source,
+            engine_exports=args.engine_exports,
+            with_baselines=not args.no_baselines,
             log=print,
         )
     out = write_result(report, "compare", args.out)
     for name, entry in report["workloads"].items():
         plot_sweeps(
-            [entry["ensemble"], *(entry[base] for base in BASELINES)],
+            [entry["ensemble"], *(entry[k] for k in (*report["engines"], *entry["ratios"]))],
             out.with_name(f"{out.stem}-{name.replace('+', '-')}.png"),
             f"ensemble vs baselines: {workloads[name].summary()}",
         )
     print(format_ratios(report))
+    if report["engines"]:
+        print(format_engines(report))
     print(f"wrote {out} and one PNG per workload beside it")
     return 0
 

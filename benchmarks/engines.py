@@ -1,9 +1,14 @@
-"""Engine speed in process: torch eager vs ONNX Runtime (and torch CUDA), side by side.
+"""Engine speed in process: torch eager, ONNX Runtime and OpenVINO, fp32 to int8, side by side.
 
 ``aln bench engines [--backbones swinv2_tiny_window8_256,...] [--batches 1,8,32]``. For each
 backbone: build a seeded demo network, time the ONNX export (graph + full checker), then time one
 backbone forward at each batch size, the engines interleaved, medians of ``--repeats``. On a
-machine with CUDA it adds torch CUDA in fp32, fp16 and bf16 (autocast). It also measures the
+machine with CUDA it adds torch CUDA in fp32, fp16 and bf16 (autocast). On the CPU it adds the
+served engine runtimes of reduced work: ONNX Runtime int8 (QDQ), OpenVINO fp32, bf16 (where the
+CPU has native bf16; refused otherwise, and the result says why) and int8 (NNCF), calibrated on
+served-preprocessing crops of synthetic studies, with each one's embedding cosine against fp32
+ONNX Runtime on those crops (random weights: the export's fidelity gate judges a trained model).
+It also measures the
 machine's matrix-multiply peak (fp32 GEMM, all threads) and reports each engine's achieved
 GFLOP/s, counted with ``torch.utils.flop_counter`` on the backbone, as a fraction of that peak.
 """
@@ -26,6 +31,8 @@ import torch
 from aln.benchmarks.machine import describe_machine, versions, write_result
 from aln.model.backbones import DEFAULT_BACKBONE
 from aln.preprocessing import contract
+from aln.serving.engine import Engine
+from aln.serving.spec import EngineSettings
 
 
 def median_ms(
@@ -86,6 +93,38 @@ def _cuda_engines(
     return engines
 
 
+def cpu_engines(
+    graph: Path, scratch: Path, crops: npt.NDArray[np.float32], transformer: bool, threads: int
+) -> tuple[dict[str, Engine], dict[str, str]]:
+    """The served engine runtimes for one backbone graph, each precision the CPU can run.
+
+    Returns:
+        Engines by name (``onnxruntime_int8``, ``openvino_fp32``, ...), and the ones refused on
+        this CPU with the reason (bf16 without native bf16).
+    """
+    from aln.export.quantize import INT8_SUFFIX, onnx_int8, openvino_ir
+    from aln.serving.cpu import UnsupportedPrecisionError, check_precision
+    from aln.serving.engine import OnnxEngine
+    from aln.serving.openvino import OpenVinoEngine
+
+    engines: dict[str, Engine] = {}
+    refused: dict[str, str] = {}
+    int8 = onnx_int8(graph, scratch / (graph.stem + INT8_SUFFIX), crops)
+    engines["onnxruntime_int8"] = OnnxEngine(int8, EngineSettings(threads=threads))
+    fp32_ir = openvino_ir(graph, scratch / "fp32.xml", "fp32")
+    int8_ir = openvino_ir(graph, scratch / "int8.xml", "int8", crops, transformer)
+    for precision, ir in (("fp32", fp32_ir), ("bf16", fp32_ir), ("int8", int8_ir)):
+        try:
+            check_precision(precision)
+        except UnsupportedPrecisionError as exc:
+            refused[f"openvino_{precision}"] = str(exc)
+            continue
+        engines[f"openvino_{precision}"] = OpenVinoEngine(
+            ir, EngineSettings(threads=threads, precision=precision)
+        )
+    return engines, refused
+
+
 def run(
     backbones: list[str],
     batches: list[int],
@@ -105,6 +144,7 @@ def run(
     if cuda:
         peak["cuda_fp32_gflops"] = round(matmul_peak_gflops("cuda", 8192), 1)
     rows = []
+    refusals: dict[str, str] = {}
     for name in backbones:
         torch.manual_seed(0)
         net = AlnNet(name, 40).eval()
@@ -114,6 +154,11 @@ def run(
             graphs = export_onnx(net, Path(scratch))
             export_s = time.perf_counter() - start
             session = ort_session(graphs[0].path, threads)
+            crops = calibration_crops(name, Path(scratch) / "checkpoint")
+            reduced, refused = cpu_engines(
+                graphs[0].path, Path(scratch), crops, name.startswith("swin"), threads
+            )
+            refusals.update(refused)
             for batch in batches:
                 image = (
                     np.random.default_rng(0)
@@ -137,7 +182,14 @@ def run(
                     "torch_eager": eager,
                     "onnxruntime": onnxruntime,
                 }
+                for key, engine in reduced.items():
+
+                    def served(e: Engine = engine, x: npt.NDArray[np.float32] = image) -> object:
+                        return e.infer({contract.BACKBONE_INPUT.name: x})
+
+                    engines[key] = served
                 timings = {key: median_ms(fn, repeats) for key, fn in engines.items()}
+                agreement = _agreement(session, reduced, crops[: min(len(crops), 16)])
                 if cuda:
                     for key, fn in _cuda_engines(net.backbone_primary, image).items():
                         timings[key] = median_ms(fn, repeats, torch.cuda.synchronize)
@@ -147,6 +199,7 @@ def run(
                     "batch": batch,
                     "export_s": round(export_s, 2),
                     "gflop_per_image": round(gflop, 2),
+                    "embedding_cosine_min": agreement,
                 }
                 for key, ms in timings.items():
                     img_s = batch * 1000 / ms
@@ -171,8 +224,35 @@ def run(
         "machine": machine,
         "versions": versions(),
         "matmul_peak": peak,
+        "refused": refusals,
         "results": rows,
     }
+
+
+def calibration_crops(backbone: str, folder: Path, count: int = 32) -> npt.NDArray[np.float32]:
+    """Served-preprocessing crops of synthetic studies to calibrate the int8 engines on."""
+    from aln.export.calibration import calibration_set
+    from aln.model.checkpoint import new_demo_checkpoint
+
+    manifest = new_demo_checkpoint(folder, backbone, 0)
+    return calibration_set(None, manifest, count=count).crops
+
+
+def _agreement(
+    session: Any, engines: dict[str, Engine], crops: npt.NDArray[np.float32]
+) -> dict[str, float]:
+    """Each engine's smallest embedding cosine against fp32 ONNX Runtime on served crops.
+
+    On random demo weights: the fidelity gate judges reduced precision on a trained model.
+    """
+    name = contract.BACKBONE_INPUT.name
+    reference = session.run(None, {name: crops})[0]
+    agreement = {}
+    for key, engine in engines.items():
+        got = engine.infer({name: crops})[contract.BACKBONE_OUTPUT.name]
+        norms = np.linalg.norm(got, axis=1) * np.linalg.norm(reference, axis=1)
+        agreement[key] = round(float(((got * reference).sum(axis=1) / norms).min()), 6)
+    return agreement
 
 
 def main(argv: list[str] | None = None) -> int:

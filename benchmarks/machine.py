@@ -11,28 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-CPU_FLAGS = (
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512_vnni",
-    "avx_vnni",
-    "avx512_bf16",
-    "amx_tile",
-    "amx_bf16",
-    "amx_int8",
-)
-"""The instruction-set flags that decide which engines and precisions are fast on a CPU."""
-
-
-def cpu_flags() -> list[str]:
-    """Which of :data:`CPU_FLAGS` this CPU has (from ``/proc/cpuinfo``; empty elsewhere)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return []
-    match = re.search(r"^flags\s*:\s*(.+)$", cpuinfo.read_text(), re.M)
-    present = set(match.group(1).split()) if match else set()
-    return [flag for flag in CPU_FLAGS if flag in present]
+from aln.serving.cpu import CpuCapabilities, cpu_flags
 
 
 def describe_machine() -> dict[str, Any]:
@@ -66,6 +45,7 @@ def describe_machine() -> dict[str, Any]:
     return {
         "cpu": cpu,
         "cpu_flags": cpu_flags(),
+        "cpu_capabilities": CpuCapabilities.detect().describe(),
         "cores": len(os.sched_getaffinity(0)),
         "memory_gib": memory_gib,
         "gpu": gpu,

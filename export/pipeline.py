@@ -1,4 +1,7 @@
-"""``aln export``: checkpoint -> ONNX graphs (+ TensorRT plans) + an enforced parity report.
+"""``aln export``: checkpoint -> engines, with enforced parity (and fidelity) reports.
+
+ONNX graphs always, plus OpenVINO IR, int8 ONNX or TensorRT plans; parity of the ONNX graphs
+against torch, and for reduced precision the fidelity gate against the ONNX graphs.
 
 Everything is written into a temporary sibling folder and moved into place only when export and
 parity have passed, so a failure leaves nothing half-written in the output folder.
@@ -13,16 +16,20 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from aln.export.calibration import DEFAULT_HELD_OUT
 from aln.export.onnx_export import GRAPH_FILES, OPSET, export_onnx
 from aln.export.parity import FP32_TOLERANCE, check_parity
 from aln.model.atomic import staged_directory
 from aln.model.checkpoint import load_checkpoint
 from aln.model.errors import ModelError
-from aln.preprocessing.manifest import MANIFEST_FILE
+from aln.preprocessing import contract
+from aln.preprocessing.manifest import MANIFEST_FILE, Manifest
+from aln.serving.cpu import CpuCapabilities, UnsupportedPrecisionError, check_precision
+from aln.serving.spec import ENGINE_FORMATS, ENGINE_PRECISIONS, check_engine_precision
 
 REPORT_FILE = "export_report.json"
-FORMATS = ("onnx", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
+FORMATS = ENGINE_FORMATS
+PRECISIONS = tuple(dict.fromkeys(p for ps in ENGINE_PRECISIONS.values() for p in ps))
 
 
 class ParityError(ModelError):
@@ -36,42 +43,55 @@ def export_checkpoint(
     precision: str = "fp32",
     max_batch: int = 64,
     calibration: Path | None = None,
+    *,
+    force_precision: bool = False,
+    held_out: int = DEFAULT_HELD_OUT,
 ) -> dict[str, Any]:
-    """Export a checkpoint and enforce parity; returns the report (also written as JSON).
+    """Export a checkpoint and enforce parity (and fidelity); returns the report (also written).
+
+    The fp32 ONNX graphs are always written: they are the reference every other engine is
+    checked against. ``openvino`` adds an IR per graph; ``onnx`` int8 adds a quantised graph per
+    backbone; ``tensorrt`` a plan per graph. A reduced-precision CPU export (int8, bf16) passes
+    the fidelity gate (:mod:`aln.export.fidelity`) on held-out studies before anything is
+    written. ``export_report.json`` names each model's served engine file under ``engines``.
 
     Args:
         checkpoint: The checkpoint folder.
         out: The export folder (written atomically).
-        fmt: ``onnx`` or ``tensorrt``.
-        precision: ``fp32``; ``fp16`` or ``int8`` for TensorRT.
+        fmt: ``onnx``, ``openvino`` or ``tensorrt`` (:data:`ENGINE_PRECISIONS` says which
+            precisions each takes).
+        precision: ``fp32`` (the default and the reference), ``int8``, ``bf16`` (OpenVINO),
+            ``fp16`` (TensorRT).
         max_batch: Largest batch of a TensorRT plan's profile.
-        calibration: Where int8 calibration crops come from (:mod:`aln.export.calibration`: a
-            cohort manifest or a folder holding one; None for synthetic studies, said in the
-            report). Crops are made by the served preprocessing.
+        calibration: Where calibration crops and the gate's held-out studies come from
+            (:mod:`aln.export.calibration`: a cohort manifest or a folder holding one; None for
+            synthetic studies, said in the report). Crops are made by the served preprocessing.
+        force_precision: Export bf16 on a CPU without native bf16 (the gate then measures fp32).
+        held_out: Held-out crops of the fidelity gate (at least 256 unless a test asks for less).
 
     Raises:
         CheckpointError: The checkpoint is missing a file, fails its digest or its manifest.
         ParityError: A graph is outside tolerance (nothing is written).
+        FidelityError: A reduced-precision engine misses a bound (nothing is written).
+        CalibrationError: Unusable calibration input (naming the manifest line).
         TensorRTUnavailableError: ``fmt="tensorrt"`` without TensorRT or a GPU.
-        ModelError: Invalid format/precision combination.
+        ModelError: Invalid format/precision combination, or bf16 on a CPU without it.
     """
-    if fmt not in FORMATS:
-        raise ModelError(f"A format of '{fmt}' is invalid, it must be one of {', '.join(FORMATS)}")
-    if precision not in PRECISIONS:
-        raise ModelError(
-            f"A precision of '{precision}' is invalid, it must be one of {', '.join(PRECISIONS)}"
-        )
-    if fmt == "onnx" and precision != "fp32":
-        raise ModelError(
-            f"ONNX graphs are exported in fp32; precision '{precision}' is a TensorRT build "
-            "option (--format tensorrt)"
-        )
+    try:
+        check_engine_precision(fmt, precision)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
     if max_batch < 1:
         raise ModelError(f"A max batch of {max_batch} is invalid, it must be at least 1")
     if fmt == "tensorrt":
         from aln.serving.tensorrt import build_environment
 
         build_environment()  # fail before any work when there is no TensorRT or GPU
+    elif precision != "fp32":
+        try:
+            check_precision(precision, force=force_precision)
+        except UnsupportedPrecisionError as exc:
+            raise ModelError(str(exc)) from None
 
     net, manifest = load_checkpoint(checkpoint)
     out = Path(out)
@@ -94,9 +114,11 @@ def export_checkpoint(
             "backbone": manifest.backbone,
             "format": fmt,
             "precision": precision,
+            "force_precision": force_precision,
             "max_batch": max_batch,
             "opset": OPSET,
             "exporter": "torch.onnx TorchScript (dynamo=False)",
+            "cpu": CpuCapabilities.detect().describe(),
             "graphs": [
                 {
                     "model": g.model,
@@ -111,6 +133,7 @@ def export_checkpoint(
                 "passed": True,
                 "results": [asdict(p) for p in parity],
             },
+            "engines": {g.model: g.path.name for g in graphs},
         }
         if fmt == "tensorrt":
             from aln.export.tensorrt import build_plans
@@ -118,12 +141,109 @@ def export_checkpoint(
             report["plans"], report["calibration"] = build_plans(
                 [g.path for g in graphs], manifest, precision, max_batch, calibration
             )
+            report["engines"] = {g.model: g.path.with_suffix(".plan").name for g in graphs}
+        elif fmt == "openvino" or precision != "fp32":
+            report.update(
+                _cpu_engines(
+                    staging, manifest, fmt, precision, calibration, force_precision, held_out
+                )
+            )
         report["seconds"] = round(time.perf_counter() - start, 2)
         shutil.copy2(Path(checkpoint) / MANIFEST_FILE, staging / MANIFEST_FILE)
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
+def _cpu_engines(
+    staging: Path,
+    manifest: Manifest,
+    fmt: str,
+    precision: str,
+    calibration: Path | None,
+    force_precision: bool,
+    held_out: int,
+) -> dict[str, Any]:
+    """OpenVINO IR or int8 ONNX engines beside the fp32 graphs, gated on held-out studies.
+
+    Raises:
+        FidelityError: A bound is missed (the caller's staging folder is then discarded).
+    """
+    from aln.export.calibration import calibration_set
+    from aln.export.fidelity import FidelityError, check_fidelity
+    from aln.export.quantize import INT8_SUFFIX, onnx_int8, openvino_ir
+    from aln.serving.engine import Engine, OnnxEngine
+    from aln.serving.openvino import OpenVinoEngine
+    from aln.serving.spec import EngineSettings
+
+    reduced = precision != "fp32"
+    chosen = calibration_set(
+        calibration,
+        manifest,
+        held_out=held_out if reduced else 0,
+    )
+    transformer = manifest.backbone.startswith("swin")
+    engines: dict[str, str] = {}
+    candidate: dict[str, Engine] = {}
+    seconds: dict[str, float] = {}
+    for model, name in GRAPH_FILES.items():
+        graph = staging / name
+        started = time.perf_counter()
+        quantised = precision == "int8" and model != contract.FUSION_HEAD
+        settings = EngineSettings(
+            threads=2,
+            precision="fp32"
+            if model == contract.FUSION_HEAD and precision == "int8"
+            else precision,
+            force_precision=force_precision,
+        )
+        if fmt == "openvino":
+            xml = openvino_ir(
+                graph,
+                graph.with_suffix(".xml"),
+                settings.precision,
+                chosen.crops if quantised else None,
+                transformer,
+            )
+            engines[model] = xml.name
+            candidate[model] = OpenVinoEngine(xml, settings)
+        else:
+            path = graph
+            if quantised:
+                path = onnx_int8(graph, graph.with_name(graph.stem + INT8_SUFFIX), chosen.crops)
+            engines[model] = path.name
+            candidate[model] = OnnxEngine(path, settings)
+        seconds[model] = round(time.perf_counter() - started, 2)
+    described: dict[str, Any] = {
+        "engines": engines,
+        "engine_seconds": seconds,
+        "calibration": chosen.describe() if precision == "int8" else None,
+    }
+    if reduced:
+        reference = {
+            m: OnnxEngine(staging / n, EngineSettings(threads=2)) for m, n in GRAPH_FILES.items()
+        }
+        fidelity = check_fidelity(reference, candidate, chosen.held_out, manifest.auxiliary)
+        if not fidelity.passed:
+            raise FidelityError(
+                f"The {fmt} {precision} engines miss the fidelity gate on "
+                f"{fidelity.studies} held-out studies ({fidelity.crops} crops): "
+                + "; ".join(fidelity.failures)
+                + ". Nothing was written"
+            )
+        described["fidelity"] = fidelity.as_dict()
+    return described
+
+
 def graph_paths(export_dir: Path) -> dict[str, Path]:
-    """The ONNX graph of each composing model in an export folder."""
+    """The fp32 ONNX graph of each composing model in an export folder (the reference)."""
     return {model: Path(export_dir) / name for model, name in GRAPH_FILES.items()}
+
+
+def engine_paths(export_dir: Path) -> dict[str, Path]:
+    """The served engine file of each composing model in an export folder (from its report).
+
+    Reports written before engines were recorded name the fp32 ONNX graphs.
+    """
+    report = json.loads((Path(export_dir) / REPORT_FILE).read_text())
+    engines = report.get("engines") or GRAPH_FILES
+    return {model: Path(export_dir) / name for model, name in engines.items()}

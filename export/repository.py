@@ -8,10 +8,11 @@ is valid by construction and parses back in tests.
 Two profiles come from one :class:`RepositorySpec`:
 
 * ``embedded`` (default): every model is a Python-backend model, the engines running ONNX
-  Runtime; the Triton server bundled in the ``nvidia-pytriton`` wheel (Python backend only) serves
-  it, on a laptop or in CI.
-* ``production``: engines as ``onnxruntime_onnx`` (CPU or GPU) or ``tensorrt_plan`` (GPU) for the
-  NGC Triton container; the ``preprocess`` model is the same Python model.
+  Runtime or OpenVINO; the Triton server bundled in the ``nvidia-pytriton`` wheel (Python
+  backend only) serves it, on a laptop or in CI.
+* ``production``: engines as ``onnxruntime_onnx`` (CPU or GPU, fp32 or int8 QDQ), Triton's
+  ``openvino`` backend (CPU nodes: fp32, bf16, int8 IR) or ``tensorrt_plan`` (GPU) for the NGC
+  Triton container; the ``preprocess`` model is the same Python model.
 
 An ensemble has no batching or queue of its own, so every composing model carries dynamic
 batching, a bounded queue with a timeout, instance groups and warm-up.
@@ -34,6 +35,8 @@ from aln.preprocessing.contract import TensorSpec
 from aln.preprocessing.manifest import MANIFEST_FILE, read_manifest
 from aln.serving.spec import (
     DECODE_PARAMETER,
+    ENGINE_FILES,
+    ENGINE_PARAMETER,
     WARMUP_DIR,
     EngineSettings,
     RepositorySpec,
@@ -91,6 +94,7 @@ def preprocess_config(spec: RepositorySpec) -> mc.ModelConfig:
     config.output.extend(_output(t, spec.widths) for t in contract.PREPROCESS_OUTPUTS)
     _scheduling(spec, config, spec.preprocess_instances, spec.preprocess_max_batch)
     config.parameters[DECODE_PARAMETER].string_value = spec.decode
+    config.parameters[ENGINE_PARAMETER].string_value = spec.engine_label
     warmup = config.model_warmup.add(name="synthetic_study", batch_size=1)
     for tensor in (contract.PRIMARY_DICOM, contract.PRIMARY_REGION, contract.CLINICAL_RECORD):
         item = warmup.inputs[tensor.name]
@@ -120,6 +124,10 @@ def _engine_config(
             config.parameters[key].string_value = value
     elif spec.engine_format == "tensorrt":
         config.platform = "tensorrt_plan"
+    elif spec.engine_format == "openvino":
+        config.backend = "openvino"
+        for key, value in _openvino_parameters(settings).items():
+            config.parameters[key].string_value = value
     else:
         config.platform = "onnxruntime_onnx"
     config.input.extend(inputs)
@@ -134,6 +142,18 @@ def _engine_config(
     if spec.profile == "production" and spec.engine_format == "tensorrt":
         config.instance_group[0].kind = mc.ModelInstanceGroup.KIND_GPU
     return config
+
+
+def _openvino_parameters(settings: EngineSettings) -> dict[str, str]:
+    """The ``parameters`` of Triton's ``openvino`` backend for an engine (production profile).
+
+    One stream per instance with the spec's threads, as the embedded engines run; bf16 through
+    the backend's ``HINT_BF16``. The backend runs ``model.xml`` (its default file name).
+    """
+    parameters = {"NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(settings.threads)}
+    if settings.precision == "bf16":
+        parameters["HINT_BF16"] = "YES"
+    return parameters
 
 
 def backbone_config(spec: RepositorySpec, name: str) -> mc.ModelConfig:
@@ -255,7 +275,8 @@ def write_repository(
     Args:
         out: Repository folder to create (replaced atomically if it exists).
         spec: The configs' spec.
-        engines: Maps composing model name to its engine file (``.onnx`` or ``.plan``).
+        engines: Maps composing model name to its engine file (``.onnx``, ``.xml`` with its
+            ``.bin``, or ``.plan``), copied under the name of :data:`ENGINE_FILES`.
         manifest: The checkpoint manifest the preprocess model reads (schema, crop, model id).
 
     Returns:
@@ -264,9 +285,11 @@ def write_repository(
     out = Path(out)
     with staged_directory(out) as staging:
         _write_models(staging, spec)
-        suffix = ".plan" if spec.engine_format == "tensorrt" else ".onnx"
+        target = ENGINE_FILES[spec.engine_format]
         for name, engine in engines.items():
-            shutil.copy2(engine, staging / name / "1" / f"model{suffix}")
+            shutil.copy2(engine, staging / name / "1" / target)
+            if spec.engine_format == "openvino":  # an IR's weights sit beside its graph
+                shutil.copy2(engine.with_suffix(".bin"), staging / name / "1" / "model.bin")
         warmup = staging / contract.PREPROCESS / WARMUP_DIR
         warmup.mkdir()
         for name, data in _warmup_files().items():
@@ -291,40 +314,55 @@ def build_repository(
     """``aln build-repo``: a servable repository from a checkpoint or an export folder.
 
     Args:
-        source: A checkpoint folder (exported to ONNX on the way, parity enforced) or an
-            ``aln export`` output folder (its graphs are used as they are).
+        source: A checkpoint folder (exported in fp32 on the way, parity enforced; fp16 for
+            TensorRT) or an ``aln export`` output folder (its engines are used as they are, and
+            its report decides the engine format and precision).
         out: The repository folder.
-        spec_overrides: :class:`RepositorySpec` fields to set (profile, max_batch, ...).
+        spec_overrides: :class:`RepositorySpec` fields to set (profile, max_batch, ...); an
+            engine format or precision that differs from an export folder's is refused.
 
     Raises:
         ManifestError: The manifest is missing or invalid.
         CheckpointError: The checkpoint's weights are invalid.
         ValueError: An invalid spec field.
     """
-    from aln.export.onnx_export import GRAPH_FILES
-    from aln.export.pipeline import REPORT_FILE, export_checkpoint
+    from aln.export.pipeline import REPORT_FILE, engine_paths, export_checkpoint
 
     source = Path(source)
     manifest = read_manifest(source)
+    overrides = dict(spec_overrides or {})
+    exported = source / REPORT_FILE
+    if exported.is_file():  # an export folder: its engines decide the format and precision
+        report = json.loads(exported.read_text())
+        carried = {
+            "engine_format": report.get("format", "onnx"),
+            "engine_precision": report.get("precision", "fp32"),
+        }
+        for key, value in carried.items():
+            asked = overrides.get(key)
+            if asked is not None and asked != value:
+                raise ValueError(
+                    f"An {key} of '{asked}' is invalid for the export folder {source}, whose "
+                    f"engines are '{value}' (export again with --format/--precision)"
+                )
+        overrides.update(carried)
+        overrides.setdefault("force_precision", bool(report.get("force_precision", False)))
     spec = RepositorySpec(
         embedding_dim=manifest.embedding_dim,
         clinical_dim=manifest.clinical_dim,
-        **(spec_overrides or {}),  # type: ignore[arg-type]  # checked in __post_init__
+        **overrides,  # type: ignore[arg-type]  # checked in __post_init__
     )
-    suffix = ".plan" if spec.engine_format == "tensorrt" else ".onnx"
     with tempfile.TemporaryDirectory(dir=Path(out).resolve().parent) as scratch:
         export_dir = source
-        if not (source / REPORT_FILE).is_file():
+        if not exported.is_file():
             export_dir = Path(scratch) / "export"
             export_checkpoint(
                 source,
                 export_dir,
                 spec.engine_format,
-                "fp32" if spec.engine_format == "onnx" else "fp16",
+                "fp16" if spec.engine_format == "tensorrt" else "fp32",
             )
-        engines = {
-            model: (export_dir / name).with_suffix(suffix) for model, name in GRAPH_FILES.items()
-        }
+        engines = engine_paths(export_dir)
         if spec.engine_format == "tensorrt":
             from aln.serving.tensorrt import check_plan_compatible
 

@@ -163,6 +163,8 @@ class StudyPreprocessor:
         limits: Resource limits.
         strategy: ``"region"`` (decode only the crop, served) or ``"full"`` (decode everything:
             the naive baseline of the benchmarks); identical results.
+        engine: The served engines as ``format/precision`` (``openvino/int8``), recorded in the
+            provenance's ``model`` beside the checkpoint identity; None records nothing.
     """
 
     def __init__(
@@ -170,9 +172,11 @@ class StudyPreprocessor:
         manifest: Manifest,
         limits: Limits | None = None,
         strategy: DecodeStrategy = "region",
+        engine: str | None = None,
     ) -> None:
         self.strategy: DecodeStrategy = strategy
         self.manifest = manifest
+        self.model_info = {**manifest.identity, **({"engine": engine} if engine else {})}
         self.schema = manifest.schema
         self.limits = limits or Limits()
 
@@ -206,5 +210,5 @@ class StudyPreprocessor:
             auxiliary,
             limits=self.limits,
             strategy=self.strategy,
-            model_info=self.manifest.identity,
+            model_info=self.model_info,
         )

@@ -1,9 +1,10 @@
-"""ONNX Runtime engines as the embedded profile serves them, one dynamic batch at a time.
+"""The engines as the embedded profile serves them, one dynamic batch at a time.
 
 The Triton engine model (:class:`aln.serving.triton_models.EngineModel`, shared by both backbones
 and the fusion head) concatenates the requests of a dynamic batch, runs one engine call and
 splits the outputs back; that logic (:class:`Engine`) lives here so it is tested without a server,
-and every runtime (ONNX Runtime here, TensorRT in :mod:`aln.serving.tensorrt`) shares it.
+and every runtime (ONNX Runtime here, OpenVINO in :mod:`aln.serving.openvino`, TensorRT in
+:mod:`aln.serving.tensorrt`) shares it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aln.serving.errors import EngineLoadError
-from aln.serving.spec import EngineSettings
+from aln.serving.spec import ENGINE_FILES, EngineSettings
 
 Arrays = dict[str, npt.NDArray[Any]]
 
@@ -141,18 +142,25 @@ class OnnxEngine(Engine):
 
 
 def load_engine(folder: Path, settings: EngineSettings) -> Engine:
-    """The engine in a model version folder: ``model.onnx`` or a TensorRT ``model.plan``.
+    """The engine in a model version folder: ``model.plan``, ``model.xml`` or ``model.onnx``.
 
-    A plan's sidecar is checked against this machine before it is deserialised.
+    File names are :data:`aln.serving.spec.ENGINE_FILES`. A plan's sidecar is checked against
+    this machine before it is deserialised; an OpenVINO engine's precision against this CPU.
 
     Raises:
         EngineLoadError: No engine file, or one that cannot be loaded (a plan built elsewhere is
-            refused naming both TensorRT releases or GPUs).
-        MissingComponentError: A plan, and no TensorRT or GPU here.
+            refused naming both TensorRT releases or GPUs; a bf16 IR on a CPU without bf16).
+        MissingComponentError: A plan without TensorRT or a GPU, an IR without OpenVINO.
     """
-    plan = Path(folder) / "model.plan"
+    folder = Path(folder)
+    plan = folder / ENGINE_FILES["tensorrt"]
     if plan.is_file():
         from aln.serving.tensorrt import TensorRtEngine
 
         return TensorRtEngine(plan, settings)
-    return OnnxEngine(Path(folder) / "model.onnx", settings)
+    ir = folder / ENGINE_FILES["openvino"]
+    if ir.is_file():
+        from aln.serving.openvino import OpenVinoEngine
+
+        return OpenVinoEngine(ir, settings)
+    return OnnxEngine(folder / ENGINE_FILES["onnx"], settings)

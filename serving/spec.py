@@ -17,8 +17,46 @@ from aln.preprocessing import contract
 
 Profile = Literal["embedded", "production"]
 PROFILES: tuple[Profile, ...] = ("embedded", "production")
-EngineFormat = Literal["onnx", "tensorrt"]
-ENGINE_FORMATS: tuple[EngineFormat, ...] = ("onnx", "tensorrt")
+EngineFormat = Literal["onnx", "openvino", "tensorrt"]
+ENGINE_FORMATS: tuple[EngineFormat, ...] = ("onnx", "openvino", "tensorrt")
+ENGINE_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "onnx": ("fp32", "int8"),
+    "openvino": ("fp32", "bf16", "int8"),
+    "tensorrt": ("fp32", "fp16", "int8"),
+}
+"""The precisions each engine format is exported and served in (fp32 ONNX is the reference)."""
+ENGINE_FILES: dict[str, str] = {
+    "onnx": "model.onnx",
+    "openvino": "model.xml",
+    "tensorrt": "model.plan",
+}
+"""The engine file of a model version folder, per format (an OpenVINO IR also has its ``.bin``;
+these are the default names of Triton's ``onnxruntime``, ``openvino`` and ``tensorrt`` backends)."""
+EMBEDDED_FORMATS: tuple[EngineFormat, ...] = ("onnx", "openvino")
+"""Formats the embedded profile serves (its server has no TensorRT backend)."""
+ENGINE_PARAMETER = "engine"
+"""The ``parameters`` entry of the preprocess config naming the engines (``format/precision``),
+which the served provenance reports."""
+
+
+def check_engine_precision(engine_format: str, precision: str) -> None:
+    """Refuse a precision the format has no export for.
+
+    Raises:
+        ValueError: Naming the format's precisions.
+    """
+    allowed = ENGINE_PRECISIONS.get(engine_format)
+    if allowed is None:
+        raise ValueError(
+            f"An engine format of '{engine_format}' is invalid, it must be one of "
+            f"{', '.join(ENGINE_FORMATS)}"
+        )
+    if precision not in allowed:
+        raise ValueError(
+            f"A precision of '{precision}' is invalid for {engine_format} engines, it must be one "
+            f"of {', '.join(allowed)}"
+        )
+
 
 WARMUP_DIR = "warmup"
 """Folder of the preprocess model holding its warm-up data files."""
@@ -54,6 +92,10 @@ class EngineSettings:
 
     Attributes:
         threads: Intra-op threads of the engine runtime.
+        precision: The precision the engine was exported in; an OpenVINO engine runs bf16 with
+            OpenVINO's inference-precision hint, every other precision is carried by the file.
+        force_precision: Serve a bf16 engine on a CPU without native bf16 (it then runs in fp32);
+            without it such an engine is refused at load (:func:`aln.serving.cpu.check_precision`).
         spinning: Let idle intra-op threads spin-wait (ONNX Runtime's own default). Off: in a
             server the cores are shared with preprocessing; measured on 2 cores, spinning cost
             22 core-ms per study in the backbone and 5 in the fusion head
@@ -67,17 +109,23 @@ class EngineSettings:
     threads: int = 1
     spinning: bool = False
     skip_all_zero_rows: bool = False
+    precision: str = "fp32"
+    force_precision: bool = False
 
     PARAMETERS: ClassVar[dict[str, str]] = {
         "threads": "intra_op_threads",
         "spinning": "intra_op_spinning",
         "skip_all_zero_rows": "skip_all_zero_rows",
+        "precision": "engine_precision",
+        "force_precision": "force_precision",
     }
     """Attribute -> name of the ``parameters`` entry in ``config.pbtxt``."""
 
     def __post_init__(self) -> None:
         if self.threads < 1:
             raise ValueError(f"An engine threads of {self.threads} is invalid, it must be >= 1")
+        if not any(self.precision in p for p in ENGINE_PRECISIONS.values()):
+            raise ValueError(f"An engine precision of '{self.precision}' is invalid")
 
     def to_parameters(self) -> dict[str, str]:
         """The config ``parameters`` entries (string values, as Triton stores them)."""
@@ -95,7 +143,9 @@ class EngineSettings:
             text = parameters.get(cls.PARAMETERS[f.name])
             if text is None:
                 continue
-            if f.type in ("bool", bool):
+            if f.type in ("str", str):
+                values[f.name] = text
+            elif f.type in ("bool", bool):
                 if text not in ("true", "false"):
                     raise ValueError(
                         f"Engine parameter '{cls.PARAMETERS[f.name]}' is '{text}', it must be "
@@ -125,7 +175,14 @@ class RepositorySpec:
         embedding_dim: Backbone embedding width (from the checkpoint).
         clinical_dim: Clinical vector width (from the checkpoint's schema).
         profile: ``embedded`` or ``production``.
-        engine_format: Engines as ONNX or TensorRT plans (production only).
+        engine_format: Engines as ONNX, OpenVINO IR, or TensorRT plans (production only). The
+            embedded profile runs ONNX Runtime or OpenVINO in its Python-backend engine models;
+            the production profile writes configs for Triton's own ``onnxruntime``, ``openvino``
+            and ``tensorrt`` backends.
+        engine_precision: The precision the engines were exported in (:data:`ENGINE_PRECISIONS`;
+            ``aln build-repo`` takes it from the export report). The fusion head of an int8
+            export stays fp32 (a few thousand multiply-adds on embeddings).
+        force_precision: Serve bf16 engines on a CPU without native bf16 (embedded).
         max_batch: ``max_batch_size`` of the engines (backbones, fusion head).
         preprocess_max_batch: ``max_batch_size`` of ``preprocess`` and of the ensemble (a client
             request carries one study). 1 by default: the preprocess model handles a batch one
@@ -160,6 +217,8 @@ class RepositorySpec:
     clinical_dim: int
     profile: Profile = "embedded"
     engine_format: EngineFormat = "onnx"
+    engine_precision: str = "fp32"
+    force_precision: bool = False
     max_batch: int = 32
     preprocess_max_batch: int = 1
     preprocess_instances: int = 2
@@ -179,16 +238,12 @@ class RepositorySpec:
             )
         if self.decode not in ("region", "full"):
             raise ValueError(f"A decode of '{self.decode}' is invalid, it must be region or full")
-        if self.engine_format not in ENGINE_FORMATS:
-            raise ValueError(
-                f"An engine_format of '{self.engine_format}' is invalid, it must be one of "
-                f"{', '.join(ENGINE_FORMATS)}"
-            )
-        if self.profile == "embedded" and self.engine_format != "onnx":
+        check_engine_precision(self.engine_format, self.engine_precision)
+        if self.profile == "embedded" and self.engine_format not in EMBEDDED_FORMATS:
             raise ValueError(
                 f"An engine_format of '{self.engine_format}' is invalid for the embedded profile, "
-                "it serves onnx only (its server has no TensorRT backend); use --profile "
-                "production"
+                f"it serves {' or '.join(EMBEDDED_FORMATS)} only (its server has no TensorRT "
+                "backend); use --profile production"
             )
         for name in (
             "max_batch",
@@ -221,7 +276,24 @@ class RepositorySpec:
     def engine_settings(self, model: str, *, skip_all_zero_rows: bool = False) -> EngineSettings:
         """The settings one engine model is served with (the fusion head runs on one thread)."""
         threads = 1 if model == contract.FUSION_HEAD else self.engine_threads
-        return EngineSettings(threads, self.engine_spinning, skip_all_zero_rows)
+        return EngineSettings(
+            threads,
+            self.engine_spinning,
+            skip_all_zero_rows,
+            self.model_precision(model),
+            self.force_precision,
+        )
+
+    def model_precision(self, model: str) -> str:
+        """The precision ``model``'s engine runs in (an int8 export keeps its fusion head fp32)."""
+        if model == contract.FUSION_HEAD and self.engine_precision == "int8":
+            return "fp32"
+        return self.engine_precision
+
+    @property
+    def engine_label(self) -> str:
+        """``format/precision``: what the served provenance names (``openvino/int8``)."""
+        return f"{self.engine_format}/{self.engine_precision}"
 
 
 def spec_default(name: str) -> Any:

@@ -22,7 +22,7 @@ from aln.preprocessing.errors import PreprocessingError, is_fatal
 from aln.preprocessing.manifest import read_manifest
 from aln.preprocessing.serving import RawRequest, StudyPreprocessor
 from aln.serving.engine import RequestFailedError, load_engine
-from aln.serving.spec import DECODE_PARAMETER, EngineSettings
+from aln.serving.spec import DECODE_PARAMETER, ENGINE_PARAMETER, EngineSettings
 
 
 def _version_folder(args: dict[str, str]) -> Path:
@@ -50,6 +50,7 @@ class PreprocessModel:
         self.preprocessor = StudyPreprocessor(
             read_manifest(_version_folder(args)),
             strategy=decode,  # type: ignore[arg-type]
+            engine=parameters.get(ENGINE_PARAMETER),
         )
         self.logger = pb_utils.Logger
 
@@ -94,8 +95,9 @@ class EngineModel:
     """An engine (either backbone or the fusion head): one engine call per dynamic batch.
 
     The embedded server has only the Python backend, so engines run here: ``model.onnx`` on ONNX
-    Runtime, or a TensorRT ``model.plan`` whose sidecar is checked against this machine before
-    it loads (:func:`aln.serving.engine.load_engine`). The production profile serves the same
+    Runtime, ``model.xml`` on OpenVINO (its precision checked against this CPU), or a TensorRT
+    ``model.plan`` whose sidecar is checked against this machine before it loads
+    (:func:`aln.serving.engine.load_engine`). The production profile serves the same
     graphs with Triton's own backends. Settings come from the config's ``parameters``
     (:class:`aln.serving.spec.EngineSettings`).
     """

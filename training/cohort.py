@@ -137,8 +137,9 @@ def read_cohort(manifest: Path, *, labelled: bool = True) -> list[Case]:
     Args:
         manifest: The CSV file.
         labelled: Require ``label`` and ``split`` (training, evaluation). A list of studies with
-            lesion positions only (calibration crops) passes ``False``: its cases get label 0 and
-            split ``"unlabelled"``, and ``clinical`` may be absent.
+            lesion positions only (calibration crops) passes ``False``: a row without a valid
+            label and split gets label 0 and split ``"unlabelled"`` (a labelled row keeps both),
+            and ``clinical`` may be absent.
 
     Raises:
         CohortError: A missing column or file, a bad label, split or clinical JSON (naming the
@@ -161,13 +162,14 @@ def read_cohort(manifest: Path, *, labelled: bool = True) -> list[Case]:
             if region is None:
                 x_key, y_key = region_columns(LESION)[:2]
                 raise CohortError(f"Manifest line {line}: '{x_key}' and '{y_key}' are required")
-            if not labelled:
-                row = {**row, LABEL: row.get(LABEL) or "0", SPLIT: UNLABELLED}
+            has_label = (row.get(LABEL) or "").strip() in ("0", "1") and row.get(SPLIT) in SPLITS
+            if not labelled and not has_label:
+                row = {**row, LABEL: "0", SPLIT: UNLABELLED}
             if row[LABEL].strip() not in ("0", "1"):
                 raise CohortError(
                     f"Manifest line {line}: column '{LABEL}' is '{row[LABEL]}', it must be 0 or 1"
                 )
-            if row[SPLIT] not in (SPLITS if labelled else (UNLABELLED,)):
+            if row[SPLIT] not in (*SPLITS, UNLABELLED) or (labelled and row[SPLIT] == UNLABELLED):
                 raise CohortError(
                     f"Manifest line {line}: column '{SPLIT}' is '{row[SPLIT]}', "
                     f"it must be one of {', '.join(SPLITS)}"

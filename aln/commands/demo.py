@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aln.model.backbones import BACKBONES, DEFAULT_BACKBONE
+from aln.serving.spec import EMBEDDED_FORMATS, spec_default
 
 
 def register(commands: Any) -> None:
@@ -29,6 +30,13 @@ def register(commands: Any) -> None:
     demo.add_argument("--backbone", choices=tuple(BACKBONES), default=DEFAULT_BACKBONE)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--once", action="store_true", help="stop after the first prediction")
+    demo.add_argument(
+        "--engine-format",
+        choices=EMBEDDED_FORMATS,
+        default=spec_default("engine_format"),
+        help="engines in fp32: ONNX Runtime (default) or OpenVINO; int8 and bf16 need a trained "
+        "checkpoint and `aln export`",
+    )
     demo.add_argument("--grpc-port", type=int, default=8001)
     demo.add_argument("--http-port", type=int, default=8000)
     demo.add_argument("--metrics-port", type=int, default=8002)
@@ -72,7 +80,7 @@ def run_demo(args: argparse.Namespace) -> int:
         or read_manifest(served.parent).weights_sha256 != manifest.weights_sha256
     ):
         print(f"[2/4] exporting to ONNX (parity vs torch enforced) and building {repo}")
-        build_repository(checkpoint, repo)
+        build_repository(checkpoint, repo, {"engine_format": args.engine_format})
     study_dir = work / "study"
     if not (study_dir / MANIFEST_NAME).is_file():
         write_cohort(study_dir, 1, seed=args.seed, vendor="hologic", transfer_syntax="jpeg2000")

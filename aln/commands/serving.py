@@ -20,7 +20,8 @@ def register(commands: Any) -> None:
         "build-repo",
         help="generate a servable Triton model repository from a checkpoint",
         description="Generate aln_ensemble (preprocess -> backbones -> fusion_head) from a "
-        "checkpoint (exported to ONNX on the way, parity enforced) or an `aln export` folder.",
+        "checkpoint (exported on the way, parity enforced) or an `aln export` folder (its engines "
+        "and precision as exported).",
     )
     build.add_argument("checkpoint", type=Path, help="checkpoint or export folder")
     build.add_argument("--out", type=Path, default=DEFAULT_REPO)
@@ -29,8 +30,13 @@ def register(commands: Any) -> None:
         "--format",
         dest="engine_format",
         choices=ENGINE_FORMATS,
-        default=spec_default("engine_format"),
-        help="engine format (tensorrt: production profile, GPU)",
+        help="engine format (default: an export folder's own, else "
+        f"{spec_default('engine_format')}; tensorrt: production profile, GPU)",
+    )
+    build.add_argument(
+        "--force-precision",
+        action="store_true",
+        help="serve bf16 engines on a CPU without native bf16 (they then run in fp32)",
     )
     build.add_argument(
         "--preprocess-instances", type=int, default=spec_default("preprocess_instances")
@@ -143,7 +149,6 @@ def run_build_repo(args: argparse.Namespace) -> int:
 
     overrides = {
         "profile": args.profile,
-        "engine_format": args.engine_format,
         "preprocess_instances": args.preprocess_instances,
         "backbone_instances": args.backbone_instances,
         "max_batch": args.max_batch,
@@ -154,12 +159,17 @@ def run_build_repo(args: argparse.Namespace) -> int:
         "engine_threads": args.engine_threads,
         "engine_spinning": args.engine_spinning,
     }
+    if args.engine_format is not None:
+        overrides["engine_format"] = args.engine_format
+    if args.force_precision:
+        overrides["force_precision"] = True
     try:
         out, spec = build_repository(args.checkpoint, args.out, overrides)
     except ValueError as exc:  # an invalid spec field, named by RepositorySpec
         raise UsageError(str(exc)) from exc
     print(
-        f"wrote {out} ({spec.profile} profile, max batch {spec.max_batch}, "
+        f"wrote {out} ({spec.profile} profile, {spec.engine_label} engines, max batch "
+        f"{spec.max_batch}, "
         f"{spec.preprocess_instances} preprocess instances)"
     )
     return 0

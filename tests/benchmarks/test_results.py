@@ -119,6 +119,23 @@ def test_compare_ratios_per_concurrency():
     )
 
 
+def test_engines_are_set_against_the_fp32_ensemble():
+    fp32 = _sweep("ensemble", [(8, 4.0, 3000.0, {})])
+    int8 = _sweep("openvino/int8", [(8, 6.0, 2400.0, {})])
+    doc = {
+        "engines": {
+            "openvino/int8": {
+                "export": "x",
+                "ratios": {"explicit": compare.ratios(int8, fp32)},
+            }
+        },
+        "workloads": {"explicit": {"ensemble": fp32, "openvino/int8": int8, "ratios": {}}},
+    }
+    table = compare.format_engines(doc)
+    assert "| openvino/int8 | explicit | 8 | 6.0 | 4.0 | **1.5x** | 2400.0 | 3000.0 |" in table
+    assert compare.format_ratios(doc) == ""  # no baselines were swept
+
+
 def _compare_doc(ours, equal, naive):
     return {
         "benchmark": "compare",

@@ -74,8 +74,10 @@ def test_parity_failure_writes_nothing(tmp_path, monkeypatch):
 
 
 def test_invalid_options(tmp_path):
-    with pytest.raises(ModelError, match="precision 'fp16' is a TensorRT build option"):
+    with pytest.raises(ModelError, match="'fp16' is invalid for onnx engines, it must be one of"):
         export_checkpoint(tmp_path, tmp_path / "out", "onnx", "fp16")
+    with pytest.raises(ModelError, match="'fp16' is invalid for openvino engines"):
+        export_checkpoint(tmp_path, tmp_path / "out", "openvino", "fp16")
     with pytest.raises(ModelError, match="format of 'tflite'"):
         export_checkpoint(tmp_path, tmp_path / "out", "tflite")
 

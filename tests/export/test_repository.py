@@ -15,7 +15,7 @@ from aln.export.repository import (
     write_committed,
 )
 from aln.preprocessing import contract
-from aln.serving.spec import ADAPTERS, RepositorySpec
+from aln.serving.spec import ADAPTERS, EngineSettings, RepositorySpec
 
 MODELS = [
     contract.ENSEMBLE,
@@ -118,12 +118,41 @@ def test_production_profile_engines():
     assert onnx[contract.PREPROCESS] == model_configs(COMMITTED_SPEC)[contract.PREPROCESS]
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_openvino_in_both_profiles_from_one_spec(precision):
+    fields = {"engine_format": "openvino", "engine_precision": precision, "engine_threads": 2}
+    production = model_configs(RepositorySpec(768, 40, profile="production", **fields))
+    embedded = model_configs(RepositorySpec(768, 40, **fields))
+    backbone = production[contract.BACKBONE_PRIMARY]
+    assert backbone.backend == "openvino" and not backbone.platform
+    parameters = {k: v.string_value for k, v in backbone.parameters.items()}
+    assert parameters["INFERENCE_NUM_THREADS"] == "2" and parameters["NUM_STREAMS"] == "1"
+    assert ("HINT_BF16" in parameters) == (precision == "bf16")
+    served = EngineSettings.from_parameters(
+        {k: v.string_value for k, v in embedded[contract.BACKBONE_PRIMARY].parameters.items()}
+    )
+    head = EngineSettings.from_parameters(
+        {k: v.string_value for k, v in embedded[contract.FUSION_HEAD].parameters.items()}
+    )
+    assert served.precision == precision and served.threads == 2
+    assert head.precision == ("fp32" if precision == "int8" else precision)  # head not quantised
+    for configs in (production, embedded):  # the provenance names the engines in both
+        label = configs[contract.PREPROCESS].parameters["engine"].string_value
+        assert label == f"openvino/{precision}"
+    # everything but the engines' own settings is the same in both profiles
+    assert production[contract.PREPROCESS] == embedded[contract.PREPROCESS]
+    assert production[contract.ENSEMBLE] == embedded[contract.ENSEMBLE]
+    assert backbone.dynamic_batching == embedded[contract.BACKBONE_PRIMARY].dynamic_batching
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"profile": "cloud"}, "profile of 'cloud'"),
-        ({"engine_format": "tensorrt"}, "invalid for the embedded profile, it serves onnx only"),
-        ({"engine_format": "openvino"}, "engine_format of 'openvino' is invalid"),
+        ({"engine_format": "tensorrt"}, "invalid for the embedded profile, it serves onnx or"),
+        ({"engine_format": "tflite"}, "engine format of 'tflite' is invalid"),
+        ({"engine_precision": "bf16"}, "'bf16' is invalid for onnx engines, it must be one of"),
+        ({"engine_format": "openvino", "engine_precision": "fp16"}, "'fp16' is invalid for open"),
         ({"max_queue_delay_us": -1}, "max_queue_delay_us of -1"),
         ({"max_batch": 0}, "max_batch of 0"),
     ],

@@ -13,7 +13,7 @@ from aln.serving.server import EmbeddedServer, ServerConfig, free_port
 from aln.training.cohort import read_cohort
 from aln.training.evaluate import evaluate, score_checkpoint, score_server
 from aln.training.experiment import grid, run_grid
-from tests.training.conftest import FAST
+from tests.trained import FAST
 
 
 def test_grid_writes_a_paper_like_comparison(cohort, tmp_path):

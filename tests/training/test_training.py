@@ -29,7 +29,7 @@ from aln.training.errors import CohortError
 from aln.training.evaluate import Score, evaluate, read_predictions, score_checkpoint, write_report
 from aln.training.metrics import delong_auc, delong_test
 from aln.training.trainer import TrainConfig, train
-from tests.training.conftest import FAST
+from tests.trained import FAST
 
 
 def test_cohort_design(cohort):

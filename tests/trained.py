@@ -1,4 +1,8 @@
-"""The synthetic cohort and a model trained on it, shared by the training tests."""
+"""The synthetic cohort and a model trained on it, shared by the training and export tests.
+
+The fixtures are registered for the whole suite in ``tests/conftest.py``, so the cohort is written
+and the model trained once per session.
+"""
 
 from __future__ import annotations
 
@@ -25,3 +29,17 @@ def trained(cohort, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained") / "checkpoint"
     summary = train(read_cohort(cohort / "manifest.csv"), FAST, out, cohort / ".cache")
     return out, summary
+
+
+HELD_OUT = 32
+"""Held-out crops of the fidelity gate in tests (the command's default is 256)."""
+
+
+@pytest.fixture(scope="session")
+def openvino_int8(trained, cohort, tmp_path_factory):
+    """The trained model exported as OpenVINO int8 IR, calibrated on the cohort, gate passed."""
+    from aln.export.pipeline import export_checkpoint
+
+    out = tmp_path_factory.mktemp("openvino-int8") / "export"
+    export_checkpoint(trained[0], out, "openvino", "int8", calibration=cohort, held_out=HELD_OUT)
+    return out
