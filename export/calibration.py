@@ -22,14 +22,18 @@ import numpy.typing as npt
 
 from aln.model.errors import ModelError
 from aln.preprocessing.manifest import Manifest
+from aln.training.cohort import EXTERNAL, TEST, TRAIN, UNLABELLED
 
 DEFAULT_CROPS = 64
+SYNTHETIC = "synthetic"
+"""The source and split of synthetic studies (no site data given)."""
 DEFAULT_HELD_OUT = 256
 """Crops of the fidelity gate: at least this many, never the calibration ones."""
-EVALUATION_SPLITS = ("validation", "test", "external")
-"""Splits a study is never calibrated on (it may be held out)."""
-TEST_SPLITS = ("test", "external")
-"""Splits whose AUC the fidelity gate compares."""
+CALIBRATION_SPLITS = (TRAIN, UNLABELLED, SYNTHETIC)
+"""Splits a study may be calibrated on: training and unlabelled studies (never validation, test
+or external ones, which are held out)."""
+TEST_SPLITS = (TEST, EXTERNAL)
+"""Splits whose AUC the fidelity gate compares (test and external)."""
 
 
 class CalibrationError(ModelError):
@@ -102,7 +106,7 @@ class _Split:
     held_out_crops: int = 0
 
     def wants_calibration(self, split: str) -> bool:
-        return len(self.crops) < self.count and split not in EVALUATION_SPLITS
+        return len(self.crops) < self.count and split in CALIBRATION_SPLITS
 
     @property
     def full(self) -> bool:
@@ -146,7 +150,7 @@ def calibration_set(
     split = _Split(count, held_out)
     if source is None:
         _synthetic(manifest, split, seed)
-        described = "synthetic"
+        described = SYNTHETIC
     else:
         described = _from_manifest(Path(source), manifest, split)
     if held_out and split.held_out_crops < held_out:
@@ -239,7 +243,7 @@ def _synthetic(manifest: Manifest, split: _Split, seed: int) -> None:
                 auxiliary,
                 manifest.schema.encode(case.clinical),
                 int(case.label),
-                "synthetic",
+                SYNTHETIC,
             )
         )
         i += 1

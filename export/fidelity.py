@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from aln.export.calibration import TEST_SPLITS, HeldOutStudy
+from aln.export.calibration import SYNTHETIC, TEST_SPLITS, HeldOutStudy
 from aln.model.errors import ModelError
 from aln.preprocessing import contract
 from aln.serving.engine import Engine
@@ -41,7 +41,15 @@ _BATCH = 16
 
 
 class FidelityError(ModelError):
-    """A reduced-precision engine that misses a fidelity bound (nothing is written)."""
+    """A reduced-precision engine that misses a fidelity bound (nothing is written).
+
+    Attributes:
+        report: What the gate measured (:class:`FidelityReport`).
+    """
+
+    def __init__(self, message: str, report: FidelityReport) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass(frozen=True)
@@ -190,7 +198,7 @@ def check_fidelity(
     ]
     labelled = [i for i, s in enumerate(studies) if s.label is not None]
     tested = [i for i in labelled if studies[i].split in TEST_SPLITS] or [
-        i for i in labelled if studies[i].split == "synthetic"
+        i for i in labelled if studies[i].split == SYNTHETIC
     ]
     labels = [int(studies[i].label or 0) for i in tested]
     auc_ref = auc_cand = auc_diff = None

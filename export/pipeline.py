@@ -228,7 +228,8 @@ def _cpu_engines(
                 f"The {fmt} {precision} engines miss the fidelity gate on "
                 f"{fidelity.studies} held-out studies ({fidelity.crops} crops): "
                 + "; ".join(fidelity.failures)
-                + ". Nothing was written"
+                + ". Nothing was written",
+                fidelity,
             )
         described["fidelity"] = fidelity.as_dict()
     return described

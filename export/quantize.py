@@ -2,8 +2,9 @@
 
 * OpenVINO fp32 and bf16: the graph read by OpenVINO and saved as IR with fp32 weights (bf16 is
   OpenVINO's runtime precision hint, which the served engine sets from the export's precision).
-* OpenVINO int8: NNCF post-training quantisation (transformer mode for Swin V2, which keeps
-  LayerNorm, Softmax and the attention's scaling in floating point) on calibration crops.
+* OpenVINO int8: NNCF post-training quantisation on calibration crops, with the mixed preset
+  (asymmetric activations: SiLU and GELU outputs are not sign-symmetric) and, for Swin V2,
+  transformer mode (which keeps LayerNorm, Softmax and the attention's scaling in floating point).
 * ONNX int8: ONNX Runtime static quantisation in QDQ format (per-channel int8 weights, uint8
   activations, only the MatMul/Gemm/Conv whose second input is a weight), servable by ONNX
   Runtime and by Triton's ``onnxruntime_onnx`` backend.
@@ -57,6 +58,8 @@ def openvino_ir(
         model = nncf.quantize(
             model,
             dataset,
+            # asymmetric activations: SiLU/GELU outputs are not sign-symmetric
+            preset=nncf.QuantizationPreset.MIXED,
             subset_size=len(crops),
             model_type=nncf.ModelType.TRANSFORMER if transformer else None,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.trained import cohort, openvino_int8, trained  # noqa: F401  (session fixtures for every folder)
+from tests.trained import cohort, onnx_int8, trained  # noqa: F401  (session fixtures for every folder)
 
 SMALL = (900, 760)
 

@@ -29,7 +29,9 @@ from aln.training.errors import CohortError
 
 MANIFEST_NAME = "manifest.csv"
 """The file name of a cohort manifest inside a study folder (``aln synth`` writes it there)."""
-SPLITS = ("train", "val", "test", "external")
+TRAIN, VALIDATION, TEST, EXTERNAL = "train", "val", "test", "external"
+SPLITS = (TRAIN, VALIDATION, TEST, EXTERNAL)
+"""The splits of a labelled cohort manifest's ``split`` column."""
 UNLABELLED = "unlabelled"
 """The split of cases read with ``labelled=False``."""
 
