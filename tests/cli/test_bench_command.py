@@ -18,6 +18,7 @@ OWN_OPTION = {
     "baseline-threads": "--workers",
     "overhead": "--transfer-syntax",
     "engines": "--backbones",
+    "fidelity": "--held-out",
     "crop": "--syntaxes",
     "search": "--p99-budget-ms",
     "report": "results",
