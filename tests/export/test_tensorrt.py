@@ -38,8 +38,16 @@ def manifest():
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
+    """A site's studies with lesion positions: no labels or splits (all may calibrate)."""
     out = tmp_path_factory.mktemp("site")
     write_cohort(out, 3, seed=4, vendor="ge", shape=(700, 560))
+    with (out / "manifest.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    columns = [c for c in rows[0] if c not in ("label", "split")]
+    with (out / "manifest.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
     return out
 
 
