@@ -245,13 +245,14 @@ def _agreement(
 
     On random demo weights: the fidelity gate judges reduced precision on a trained model.
     """
+    from aln.export.fidelity import cosine
+
     name = contract.BACKBONE_INPUT.name
     reference = session.run(None, {name: crops})[0]
     agreement = {}
     for key, engine in engines.items():
         got = engine.infer({name: crops})[contract.BACKBONE_OUTPUT.name]
-        norms = np.linalg.norm(got, axis=1) * np.linalg.norm(reference, axis=1)
-        agreement[key] = round(float(((got * reference).sum(axis=1) / norms).min()), 6)
+        agreement[key] = round(float(cosine(got, reference).min()), 6)
     return agreement
 
 

@@ -110,10 +110,11 @@ def _embed(engine: Engine, crops: npt.NDArray[np.float32]) -> npt.NDArray[np.flo
     return np.concatenate(parts).astype(np.float32)
 
 
-def _cosine(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+def cosine(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """Row-wise cosine of two embedding batches (0 where a row is all zeros)."""
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    cosine: npt.NDArray[np.float64] = (a * b).sum(axis=1) / np.maximum(norms, 1e-12)
-    return cosine
+    similarity: npt.NDArray[np.float64] = (a * b).sum(axis=1) / np.maximum(norms, 1e-12)
+    return similarity
 
 
 def score_studies(
@@ -183,9 +184,9 @@ def check_fidelity(
     cosine_min, cosine_mean = {}, {}
     for model, ref in ref_embeddings.items():
         if len(ref):
-            cosine = _cosine(ref, cand_embeddings[model])
-            cosine_min[model] = round(float(cosine.min()), 6)
-            cosine_mean[model] = round(float(cosine.mean()), 6)
+            rows = cosine(ref, cand_embeddings[model])
+            cosine_min[model] = round(float(rows.min()), 6)
+            cosine_mean[model] = round(float(rows.mean()), 6)
     diff = np.abs(cand_probability - ref_probability)
     order = np.argsort(-diff)[:WORST_SHOWN]
     worst = [

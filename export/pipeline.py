@@ -22,10 +22,14 @@ from aln.export.parity import FP32_TOLERANCE, check_parity
 from aln.model.atomic import staged_directory
 from aln.model.checkpoint import load_checkpoint
 from aln.model.errors import ModelError
-from aln.preprocessing import contract
 from aln.preprocessing.manifest import MANIFEST_FILE, Manifest
 from aln.serving.cpu import CpuCapabilities, UnsupportedPrecisionError, check_precision
-from aln.serving.spec import ENGINE_FORMATS, ENGINE_PRECISIONS, check_engine_precision
+from aln.serving.spec import (
+    ENGINE_FORMATS,
+    ENGINE_PRECISIONS,
+    check_engine_precision,
+    model_precision,
+)
 
 REPORT_FILE = "export_report.json"
 FORMATS = ENGINE_FORMATS
@@ -175,11 +179,9 @@ def _cpu_engines(
     from aln.serving.openvino import OpenVinoEngine
     from aln.serving.spec import EngineSettings
 
-    reduced = precision != "fp32"
-    chosen = calibration_set(
-        calibration,
-        manifest,
-        held_out=held_out if reduced else 0,
+    # only reduced precision needs crops: int8 calibrates on them, every gate holds some out
+    chosen = (
+        calibration_set(calibration, manifest, held_out=held_out) if precision != "fp32" else None
     )
     transformer = manifest.backbone.startswith("swin")
     engines: dict[str, str] = {}
@@ -188,37 +190,33 @@ def _cpu_engines(
     for model, name in GRAPH_FILES.items():
         graph = staging / name
         started = time.perf_counter()
-        quantised = precision == "int8" and model != contract.FUSION_HEAD
         settings = EngineSettings(
-            threads=2,
-            precision="fp32"
-            if model == contract.FUSION_HEAD and precision == "int8"
-            else precision,
-            force_precision=force_precision,
+            threads=2, precision=model_precision(model, precision), force_precision=force_precision
         )
+        crops = chosen.crops if chosen is not None and settings.precision == "int8" else None
         if fmt == "openvino":
             xml = openvino_ir(
                 graph,
                 graph.with_suffix(".xml"),
                 settings.precision,
-                chosen.crops if quantised else None,
+                crops,
                 transformer,
             )
             engines[model] = xml.name
             candidate[model] = OpenVinoEngine(xml, settings)
         else:
             path = graph
-            if quantised:
-                path = onnx_int8(graph, graph.with_name(graph.stem + INT8_SUFFIX), chosen.crops)
+            if crops is not None:
+                path = onnx_int8(graph, graph.with_name(graph.stem + INT8_SUFFIX), crops)
             engines[model] = path.name
             candidate[model] = OnnxEngine(path, settings)
         seconds[model] = round(time.perf_counter() - started, 2)
     described: dict[str, Any] = {
         "engines": engines,
         "engine_seconds": seconds,
-        "calibration": chosen.describe() if precision == "int8" else None,
+        "calibration": chosen.describe() if chosen is not None and precision == "int8" else None,
     }
-    if reduced:
+    if chosen is not None:
         reference = {
             m: OnnxEngine(staging / n, EngineSettings(threads=2)) for m, n in GRAPH_FILES.items()
         }

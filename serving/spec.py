@@ -39,6 +39,17 @@ ENGINE_PARAMETER = "engine"
 which the served provenance reports."""
 
 
+def model_precision(model: str, precision: str) -> str:
+    """The precision one composing model's engine is exported and served in.
+
+    An int8 export keeps its fusion head fp32: a few thousand multiply-adds on embeddings,
+    nothing to save, and a calibration that would need embeddings, not images.
+    """
+    if model == contract.FUSION_HEAD and precision == "int8":
+        return "fp32"
+    return precision
+
+
 def check_engine_precision(engine_format: str, precision: str) -> None:
     """Refuse a precision the format has no export for.
 
@@ -285,10 +296,8 @@ class RepositorySpec:
         )
 
     def model_precision(self, model: str) -> str:
-        """The precision ``model``'s engine runs in (an int8 export keeps its fusion head fp32)."""
-        if model == contract.FUSION_HEAD and self.engine_precision == "int8":
-            return "fp32"
-        return self.engine_precision
+        """The precision ``model``'s engine runs in (:func:`model_precision`)."""
+        return model_precision(model, self.engine_precision)
 
     @property
     def engine_label(self) -> str:
