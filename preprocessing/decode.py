@@ -24,6 +24,7 @@ from pydicom.encaps import generate_fragmented_frames
 from pydicom.uid import UID
 
 from aln.preprocessing.errors import InvalidDicomError, is_fatal, tag_label
+from aln.preprocessing.header import NATIVE_SYNTAXES as _NATIVE
 from aln.preprocessing.header import ImageHeader
 
 DecodeStrategy = Literal["region", "full"]
@@ -36,10 +37,6 @@ REGION_PATHS = {
 }
 """Transfer syntaxes whose ``region`` strategy differs from ``full``, and how it decodes."""
 
-_NATIVE = {
-    "1.2.840.10008.1.2": "implicit",
-    "1.2.840.10008.1.2.1": "explicit",
-}
 _REGION_CAPABLE = {
     "1.2.840.10008.1.2.4.90": "jpeg2000",
     "1.2.840.10008.1.2.4.91": "jpeg2000-lossy",
@@ -108,7 +105,7 @@ def _native(header: ImageHeader, window: Window) -> npt.NDArray[np.integer[Any]]
     ds = header.dataset
     dtype = np.dtype(f"<{'i' if header.signed else 'u'}{header.bits_allocated // 8}")
     expected = header.rows * header.columns * dtype.itemsize
-    data = ds.PixelData
+    data = header.pixel_data if header.pixel_data is not None else ds.PixelData
     if len(data) < expected:
         raise InvalidDicomError(
             f"The {tag_label(0x7FE00010)} element holds {len(data)} bytes but "

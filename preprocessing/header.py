@@ -11,6 +11,7 @@ import warnings
 from dataclasses import dataclass
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError as PydicomInvalidDicomError
 
@@ -34,6 +35,62 @@ _TOMOSYNTHESIS = {
     "1.2.840.10008.5.1.4.1.1.13.1.5": "Breast Projection X-Ray Image Storage - For Processing",
 }
 _FOR_PROCESSING = {MG_FOR_PROCESSING, DX_FOR_PROCESSING}
+NATIVE_SYNTAXES = {
+    "1.2.840.10008.1.2": "implicit",
+    "1.2.840.10008.1.2.1": "explicit",
+}
+"""Uncompressed transfer syntaxes (UID -> short name): their Pixel Data is sliced, not decoded."""
+_PIXEL_DATA = 0x7FE00010
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_DEFER_BYTES = 1 << 16
+"""Elements longer than this are skipped while parsing and read when first used; native pixel
+data is never read by pydicom at all but sliced from the input (:attr:`ImageHeader.pixel_data`)."""
+
+DicomBytes = bytes | bytearray | memoryview
+"""An encoded DICOM object: bytes, or a view over a buffer the caller owns (a served request's
+input tensor), which is parsed where it lies."""
+
+
+class BufferReader(io.RawIOBase):
+    """A seekable binary file over a buffer, copying only what is read from it.
+
+    ``io.BytesIO`` copies any buffer that is not ``bytes``; pydicom reads headers through this
+    instead, so a 26 MB input is never duplicated to parse a few kilobytes of attributes.
+
+    Args:
+        data: The buffer (bytes, bytearray, memoryview or anything with the buffer protocol).
+    """
+
+    def __init__(self, data: DicomBytes) -> None:
+        super().__init__()
+        self._view = memoryview(data).cast("B")
+        self._position = 0
+
+    def readable(self) -> bool:
+        """Always readable."""
+        return True
+
+    def seekable(self) -> bool:
+        """Always seekable."""
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        """Copy the next bytes into ``buffer``; returns how many (0 at the end)."""
+        target = memoryview(buffer).cast("B")
+        chunk = self._view[self._position : self._position + len(target)]
+        target[: len(chunk)] = chunk
+        self._position += len(chunk)
+        return len(chunk)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move to ``offset`` from the start, the current position or the end."""
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}
+        self._position = max(0, base[whence] + offset)
+        return self._position
+
+    def tell(self) -> int:
+        """The current position."""
+        return self._position
 
 
 @dataclass(frozen=True)
@@ -65,6 +122,8 @@ class ImageHeader:
         photometric: Photometric Interpretation (0028,0004).
         manufacturer: Manufacturer (0008,0070), "" when absent.
         secondary_capture: The object is a Secondary Capture (needs caller spacing).
+        pixel_data: Native (uncompressed) pixel data as a view into the input, without a copy;
+            None for encapsulated pixel data, which the decoders read from ``dataset``.
     """
 
     dataset: Dataset
@@ -78,6 +137,7 @@ class ImageHeader:
     photometric: str
     manufacturer: str
     secondary_capture: bool
+    pixel_data: memoryview | None = None
 
 
 def _required_int(ds: Dataset, tag: int, keyword: str) -> int:
@@ -92,11 +152,14 @@ def _required_int(ds: Dataset, tag: int, keyword: str) -> int:
         ) from exc
 
 
-def parse_dicom(data: bytes, limits: Limits | None = None) -> Dataset:
+def parse_dicom(data: DicomBytes, limits: Limits | None = None) -> Dataset:
     """Parse DICOM bytes into a dataset without decoding pixels.
 
+    Every element is read and converted here, inside the guard, except defined-length native
+    Pixel Data, which stays a deferred element (see :func:`native_pixel_data`).
+
     Args:
-        data: The encoded Part 10 file (or a raw dataset with implicit VR little endian).
+        data: The encoded Part 10 file, as bytes or a view over a caller's buffer.
         limits: Resource limits; defaults to :class:`Limits`.
 
     Raises:
@@ -108,7 +171,7 @@ def parse_dicom(data: bytes, limits: Limits | None = None) -> Dataset:
         raise ResourceLimitError(
             f"The DICOM object is {len(data)} bytes, above the limit of {limits.max_bytes} bytes"
         )
-    if len(data) < 132 or data[128:132] != b"DICM":
+    if len(data) < 132 or bytes(data[128:132]) != b"DICM":
         raise InvalidDicomError(
             "The input is not a DICOM Part 10 file: no 'DICM' prefix at byte 128 "
             f"({len(data)} bytes received)"
@@ -118,12 +181,19 @@ def parse_dicom(data: bytes, limits: Limits | None = None) -> Dataset:
             # pydicom warns (and logs) about every oddity of a hostile file, sometimes quoting
             # values: keep that out of server logs; what matters is raised below.
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(io.BytesIO(data), force=False)
+            ds = pydicom.dcmread(BufferReader(data), force=False, defer_size=_DEFER_BYTES)
             # pydicom converts element values lazily: convert them all here, inside the guard,
             # so a malformed value cannot surface later as an arbitrary error type.
-            for element in ds.iterall():
-                element.value  # noqa: B018
             ds.file_meta  # noqa: B018
+            native = str(ds.file_meta.get("TransferSyntaxUID", "")) in NATIVE_SYNTAXES
+            for tag in ds.keys():  # noqa: SIM118 (iterating a Dataset converts every element)
+                if tag == _PIXEL_DATA and native:
+                    continue
+                element = ds[tag]
+                if element.VR == "SQ":
+                    for item in element.value:
+                        for nested in item.iterall():
+                            nested.value  # noqa: B018
     except PydicomInvalidDicomError as exc:
         raise InvalidDicomError(f"The DICOM object could not be parsed: {exc}") from exc
     except BaseException as exc:  # hostile bytes reach zlib, struct and codecs inside pydicom
@@ -140,7 +210,7 @@ def parse_dicom(data: bytes, limits: Limits | None = None) -> Dataset:
 
 
 def read_header(
-    data: bytes, limits: Limits | None = None, *, allow_secondary_capture: bool = False
+    data: DicomBytes, limits: Limits | None = None, *, allow_secondary_capture: bool = False
 ) -> ImageHeader:
     """Parse and validate a mammogram's header.
 
@@ -150,7 +220,7 @@ def read_header(
     pixel descriptions, each with the reason.
 
     Args:
-        data: The encoded DICOM object.
+        data: The encoded DICOM object (bytes, or a view over the caller's buffer).
         limits: Resource limits; defaults to :class:`Limits`.
         allow_secondary_capture: Accept Secondary Capture (the caller supplies the spacing).
 
@@ -209,6 +279,7 @@ def read_header(
             f"A {tag_label(0x00280103)} value of '{representation}' is invalid, it must be 0 or 1"
         )
     return ImageHeader(
+        pixel_data=native_pixel_data(ds, data),
         dataset=ds,
         sop_class_uid=sop,
         transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
@@ -221,6 +292,21 @@ def read_header(
         manufacturer=str(ds.get("Manufacturer", "") or ""),
         secondary_capture=sop in (SECONDARY_CAPTURE, SECONDARY_CAPTURE_GREY_MULTIFRAME),
     )
+
+
+def native_pixel_data(ds: Dataset, data: DicomBytes) -> memoryview | None:
+    """Native Pixel Data of ``ds`` as a view into ``data``, the buffer it was parsed from.
+
+    None when the element was read by pydicom (encapsulated, or short enough not to be deferred);
+    the view is shorter than the element's length when the input is truncated, which the decoder
+    reports.
+    """
+    raw = ds.get_item(_PIXEL_DATA, keep_deferred=True)
+    if not isinstance(raw, RawDataElement) or raw.value is not None:
+        return None
+    if raw.length == _UNDEFINED_LENGTH or raw.value_tell is None:
+        return None
+    return memoryview(data).cast("B")[raw.value_tell : raw.value_tell + raw.length]
 
 
 def _check_sop_class(ds: Dataset, sop: str, allow_secondary_capture: bool) -> None:

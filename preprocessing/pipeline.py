@@ -36,7 +36,7 @@ from aln.preprocessing.crop import (
 from aln.preprocessing.decode import DecodeStrategy, Window, decode_window, transfer_syntax_name
 from aln.preprocessing.errors import InvalidDicomError, PreprocessingError
 from aln.preprocessing.geometry import resolve_orientation, resolve_spacing
-from aln.preprocessing.header import Limits, read_header
+from aln.preprocessing.header import DicomBytes, Limits, read_header
 from aln.preprocessing.pixels import apply_grey_levels, grey_levels_from_dataset
 
 
@@ -111,7 +111,7 @@ class PreprocessedImage:
 
 
 def preprocess_image(
-    data: bytes,
+    data: DicomBytes,
     region: Region,
     spec: CropSpec | None = None,
     options: ImageOptions | None = None,
@@ -122,7 +122,7 @@ def preprocess_image(
     """Turn one mammogram and a region on it into a model-ready crop.
 
     Args:
-        data: The encoded DICOM object.
+        data: The encoded DICOM object (bytes, or a view over a buffer: parsed in place).
         region: Lesion centre (and optional bounding box) in stored-pixel coordinates.
         spec: Crop method and sizes (default: 50 mm fixed square, 256 px output).
         options: Caller overrides.
@@ -177,7 +177,7 @@ class StudyInput:
         options: Caller overrides for this image.
     """
 
-    dicom: bytes
+    dicom: DicomBytes
     region: Region
     options: ImageOptions = field(default_factory=ImageOptions)
 

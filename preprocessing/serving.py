@@ -19,17 +19,26 @@ from aln.preprocessing.contract import ImageOptions, auxiliary_options
 from aln.preprocessing.crop import Region
 from aln.preprocessing.decode import DecodeStrategy
 from aln.preprocessing.errors import InvalidRequestError
-from aln.preprocessing.header import Limits
+from aln.preprocessing.header import DicomBytes, Limits
 from aln.preprocessing.manifest import Manifest
 from aln.preprocessing.pipeline import StudyInput, StudyTensors, preprocess_study
 
 
-def _bytes_of(array: npt.NDArray[Any] | None, name: str) -> bytes | None:
+def _bytes_of(array: npt.NDArray[Any] | None, name: str) -> memoryview | None:
+    """The input's bytes as a view over the tensor: a served 26 MB study is never copied here."""
     if array is None:
         return None
     if array.dtype != np.uint8:
         raise InvalidRequestError(f"Input '{name}' has dtype {array.dtype}, it must be UINT8")
-    return array.tobytes()
+    return memoryview(np.ascontiguousarray(array)).cast("B")
+
+
+def same_bytes(first: DicomBytes, second: DicomBytes) -> bool:
+    """Whether two encoded objects are byte for byte the same (without copying either)."""
+    if first is second:
+        return True
+    a, b = np.frombuffer(first, dtype=np.uint8), np.frombuffer(second, dtype=np.uint8)
+    return a.size == b.size and bool(np.array_equal(a, b))
 
 
 def _string_of(array: npt.NDArray[Any] | None, name: str) -> bytes | None:
@@ -98,18 +107,19 @@ class RawRequest:
     """The ensemble inputs of one request, as arrays (batch dimension removed).
 
     Attributes:
-        primary_dicom: uint8 (n,) the encoded DICOM.
+        primary_dicom: The encoded DICOM, a view over the request's uint8 (n,) tensor.
         primary_region: float32 (6,).
         clinical_record: JSON bytes.
-        auxiliary_dicom: uint8 (m,) or None (auxiliary region then lies on the primary image).
+        auxiliary_dicom: The same for the auxiliary image, or None (the auxiliary region then
+            lies on the primary image).
         auxiliary_region: float32 (6,) or None (no auxiliary image).
         request_options: JSON bytes or None.
     """
 
-    primary_dicom: bytes
+    primary_dicom: DicomBytes
     primary_region: Region
     clinical_record: bytes
-    auxiliary_dicom: bytes | None = None
+    auxiliary_dicom: DicomBytes | None = None
     auxiliary_region: Region | None = None
     request_options: bytes | None = None
 
@@ -193,8 +203,10 @@ class StudyPreprocessor:
         auxiliary = None
         if request.auxiliary_region is not None:
             self.manifest.check_auxiliary_allowed()
-            aux_dicom = request.auxiliary_dicom or request.primary_dicom
-            same = aux_dicom == request.primary_dicom
+            aux_dicom = request.auxiliary_dicom
+            if aux_dicom is None:
+                aux_dicom = request.primary_dicom
+            same = same_bytes(aux_dicom, request.primary_dicom)
             auxiliary = StudyInput(
                 aux_dicom,
                 request.auxiliary_region,

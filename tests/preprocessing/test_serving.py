@@ -94,3 +94,24 @@ def test_manifest_identity_is_the_provenance_model(make_case):
             "backbone": "efficientnet_b0",
         }
     )
+
+
+def test_served_dicom_inputs_are_views_over_the_request_tensors(make_case):
+    case = make_case("hologic", seed=3, laterality="L", view="CC")
+    tensor = np.frombuffer(case.dicom, np.uint8)[None]
+    request = RawRequest.from_arrays(
+        {
+            contract.PRIMARY_DICOM.name: tensor,
+            contract.PRIMARY_REGION.name: contract.pack_region(case.lesion_centre)[None],
+            contract.CLINICAL_RECORD.name: np.array([[json.dumps(case.clinical).encode()]], object),
+        }
+    )
+    assert np.shares_memory(np.frombuffer(request.primary_dicom, np.uint8), tensor)
+
+
+def test_an_auxiliary_file_with_the_primary_bytes_counts_as_the_same_dicom(make_case):
+    """Sent twice (by a caller other than the SDK), the bytes compare equal without a copy."""
+    cc = make_case("hologic", seed=3, laterality="L", view="CC")
+    pre = StudyPreprocessor(_manifest())
+    twice = pre(_request(cc, cc, {"primary": {"view": "MLO"}})).provenance
+    assert twice["auxiliary"]["view"] == "MLO"
