@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +21,13 @@ from aln.client.errors import (
     InferenceTimeoutError,
     from_server_exception,
 )
+from aln.client.shared_memory import Placement, SharedMemory, release_at_exit
 from aln.client.types import ImageInput, Prediction
 from aln.preprocessing import contract
+
+SHARED_MEMORY_INPUTS = (contract.PRIMARY_DICOM.name, contract.AUXILIARY_DICOM.name)
+"""The inputs that travel through shared memory when a client uses it: the DICOM bytes (the
+region, the clinical record and the options are a few hundred bytes and stay in the request)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,9 @@ class ClientSettings:
         private_key: PEM file of the client key (mutual TLS).
         certificate_chain: PEM file of the client certificate (mutual TLS).
         model_name: The ensemble's name.
+        shared_memory: Send the DICOM bytes through Triton system shared memory (a caller on
+            the server's host; see :mod:`aln.client.shared_memory`). When the server cannot map
+            this client's regions (another host) the client warns once and sends bytes.
     """
 
     _triton: Any = None  # the tritonclient module: grpc or grpc.aio
@@ -76,24 +85,49 @@ class ClientSettings:
         private_key: str | None = None,
         certificate_chain: str | None = None,
         model_name: str = contract.ENSEMBLE,
+        shared_memory: bool = False,
     ) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
         self.cancel_grace_s = cancel_grace_s
         self.model_name = model_name
-        self._client = self._triton.InferenceServerClient(
-            url,
-            ssl=ssl,
-            root_certificates=root_certificates,
-            private_key=private_key,
-            certificate_chain=certificate_chain,
-        )
+        connection = {
+            "ssl": ssl,
+            "root_certificates": root_certificates,
+            "private_key": private_key,
+            "certificate_chain": certificate_chain,
+        }
+        self._client = self._triton.InferenceServerClient(url, **connection)
+        self._shared = SharedMemory() if shared_memory else None
+        if self._shared is not None:
+            # A client never closed still releases its regions when collected or at exit.
+            weakref.finalize(self, release_at_exit(self._shared, _unregister_with(url, connection)))
+
+    @property
+    def uses_shared_memory(self) -> bool:
+        """Whether studies go through shared memory (False after a fallback to gRPC bytes)."""
+        return self._shared is not None and self._shared.available
 
     def _attempts(self, timeout_s: float | None) -> Attempts:
         return Attempts(
             timeout_s if timeout_s is not None else self.timeout_s, self.retry, self.cancel_grace_s
         )
+
+
+def _unregister_with(url: str, connection: dict[str, Any]) -> Any:
+    """An ``unregister(name)`` over a blocking channel of its own (usable at interpreter exit)."""
+
+    def unregister(name: str) -> None:
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(url, **connection)
+        try:
+            client.unregister_system_shared_memory(name)
+        finally:
+            client.close()
+
+    return unregister
 
 
 class Attempts:
@@ -165,8 +199,9 @@ def build_arrays(
     primary: ImageInput, clinical: Mapping[str, Any] | str, auxiliary: ImageInput | None = None
 ) -> dict[str, np.ndarray[Any, Any]]:
     """The ensemble's input arrays (batch dimension 1) keyed by contract name."""
+    primary_data = primary.dicom_bytes()
     arrays: dict[str, np.ndarray[Any, Any]] = {
-        contract.PRIMARY_DICOM.name: np.frombuffer(primary.dicom_bytes(), dtype=np.uint8)[None],
+        contract.PRIMARY_DICOM.name: np.frombuffer(primary_data, dtype=np.uint8)[None],
         contract.PRIMARY_REGION.name: np.array([primary.region()], dtype=np.float32),
         contract.CLINICAL_RECORD.name: np.array([[clinical_json(clinical)]], dtype=object),
     }
@@ -176,7 +211,7 @@ def build_arrays(
     if auxiliary is not None:
         # An auxiliary region on the primary image is sent as a region only.
         data = auxiliary.dicom_bytes()
-        if data != arrays[contract.PRIMARY_DICOM.name].tobytes():
+        if data != primary_data:
             arrays[contract.AUXILIARY_DICOM.name] = np.frombuffer(data, dtype=np.uint8)[None]
         arrays[contract.AUXILIARY_REGION.name] = np.array([auxiliary.region()], dtype=np.float32)
         if auxiliary.options():
@@ -188,13 +223,30 @@ def build_arrays(
     return arrays
 
 
-def infer_inputs(module: Any, arrays: Mapping[str, np.ndarray[Any, Any]]) -> list[Any]:
-    """``InferInput`` objects of a tritonclient module (``grpc`` or ``grpc.aio``)."""
+def shared_inputs(arrays: Mapping[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+    """The arrays of :data:`SHARED_MEMORY_INPUTS` present in ``arrays``."""
+    return {name: arrays[name] for name in SHARED_MEMORY_INPUTS if name in arrays}
+
+
+def infer_inputs(
+    module: Any,
+    arrays: Mapping[str, np.ndarray[Any, Any]],
+    placements: Mapping[str, Placement] | None = None,
+) -> list[Any]:
+    """``InferInput`` objects of a tritonclient module (``grpc`` or ``grpc.aio``).
+
+    An input with a placement names its shared-memory region instead of carrying its bytes.
+    """
     specs = {t.name: t for t in contract.ENSEMBLE_INPUTS}
+    placements = placements or {}
     inputs = []
     for name, array in arrays.items():
         item = module.InferInput(name, list(array.shape), specs[name].dtype)
-        item.set_data_from_numpy(array)
+        if name in placements:
+            where = placements[name]
+            item.set_shared_memory(where.region, where.size, where.offset)
+        else:
+            item.set_data_from_numpy(array)
         inputs.append(item)
     return inputs
 

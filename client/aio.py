@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -13,9 +14,12 @@ from tritonclient.utils import InferenceServerException
 from aln.client import _request
 from aln.client.errors import (
     AlnClientError,
+    InvalidInputError,
     ModelUnavailableError,
     from_server_exception,
+    status_name,
 )
+from aln.client.shared_memory import Lease, Region, stale_regions, unlink
 from aln.client.types import ImageInput, Prediction, Study
 
 
@@ -36,7 +40,10 @@ class AsyncAlnClient(_request.ClientSettings):
         await self.close()
 
     async def close(self) -> None:
-        """Close the channel."""
+        """Unregister and unlink this client's shared-memory regions, then close the channel."""
+        if self._shared is not None:
+            for region in self._shared.pool.drain():
+                await self._release(region)
         await self._client.close()
 
     async def predict(
@@ -49,24 +56,78 @@ class AsyncAlnClient(_request.ClientSettings):
     ) -> Prediction:
         """Predict one study (see :meth:`aln.client.AlnClient.predict`)."""
         arrays = _request.build_arrays(primary, clinical, auxiliary)
-        inputs = _request.infer_inputs(aioclient, arrays)
-        outputs = _request.requested_outputs(aioclient)
-        attempts = self._attempts(timeout_s)
-        while True:
-            server_timeout_us, grpc_deadline_s = attempts.timeouts()
-            try:
-                result = await self._client.infer(
-                    self.model_name,
-                    inputs,
-                    outputs=outputs,
-                    timeout=server_timeout_us,
-                    client_timeout=grpc_deadline_s,
-                )
-            except InferenceServerException as exc:
-                await asyncio.sleep(attempts.failed(exc))
-                continue
-            attempts.answered()
-            return _request.parse_result(result)
+        lease = await self._lease(arrays)
+        try:
+            inputs = _request.infer_inputs(aioclient, arrays, lease and lease.placements)
+            outputs = _request.requested_outputs(aioclient)
+            attempts = self._attempts(timeout_s)
+            registered_again = False
+            while True:
+                server_timeout_us, grpc_deadline_s = attempts.timeouts()
+                try:
+                    result = await self._client.infer(
+                        self.model_name,
+                        inputs,
+                        outputs=outputs,
+                        timeout=server_timeout_us,
+                        client_timeout=grpc_deadline_s,
+                    )
+                except InferenceServerException as exc:
+                    if lease is not None and self._shared.lost(  # type: ignore[union-attr]
+                        status_name(exc.status()), exc.message() or "", lease
+                    ):
+                        if registered_again:
+                            raise InvalidInputError(
+                                f"The server lost {lease.describe()} twice: {exc.message()}",
+                                "INVALID_ARGUMENT",
+                            ) from exc
+                        registered_again = True
+                        try:
+                            await self._register(lease)
+                        except InferenceServerException as again:
+                            raise from_server_exception(again) from again
+                        continue
+                    await asyncio.sleep(attempts.failed(exc))
+                    continue
+                attempts.answered()
+                return _request.parse_result(result)
+        finally:
+            if lease is not None:
+                await self._give_back(lease)
+
+    async def _lease(self, arrays: dict[str, Any]) -> Lease | None:
+        """Write the DICOM inputs into a region of their own (see the blocking client)."""
+        if self._shared is None:
+            return None
+        lease = self._shared.lease(_request.shared_inputs(arrays))
+        if lease is None or not lease.new:
+            return lease
+        try:
+            if self._shared.reap_first():
+                status = await self._client.get_system_shared_memory_status(as_json=True)
+                for name in stale_regions(status.get("regions", {})):
+                    await self._client.unregister_system_shared_memory(name)
+                    unlink(name)
+            await self._register(lease)
+        except InferenceServerException as exc:
+            self._shared.fall_back(lease, self.url, exc.message() or str(exc))
+            return None
+        return lease
+
+    async def _register(self, lease: Lease) -> None:
+        region = lease.region
+        await self._client.register_system_shared_memory(region.name, region.key, region.size)
+
+    async def _give_back(self, lease: Lease) -> None:
+        assert self._shared is not None
+        for retired in self._shared.finish(lease):
+            await self._release(retired)
+
+    async def _release(self, region: Region) -> None:
+        assert self._shared is not None
+        with contextlib.suppress(InferenceServerException):  # server gone: unlink regardless
+            await self._client.unregister_system_shared_memory(region.name)
+        self._shared.pool.forget(region)
 
     async def predict_many(
         self,

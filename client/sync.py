@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -13,9 +14,12 @@ from tritonclient.utils import InferenceServerException
 from aln.client import _request
 from aln.client.errors import (
     AlnClientError,
+    InvalidInputError,
     ModelUnavailableError,
     from_server_exception,
+    status_name,
 )
+from aln.client.shared_memory import Lease, Region, stale_regions, unlink
 from aln.client.types import ImageInput, Prediction, Study
 
 
@@ -23,7 +27,8 @@ class AlnClient(_request.ClientSettings):
     """Send studies to the ``aln_ensemble`` over gRPC.
 
     Constructor arguments: see :class:`aln.client._request.ClientSettings` (``url``,
-    ``timeout_s``, ``retry``, ``cancel_grace_s``, TLS files, ``model_name``).
+    ``timeout_s``, ``retry``, ``cancel_grace_s``, TLS files, ``model_name``,
+    ``shared_memory``). Thread-safe: ``predict_many`` shares one client between threads.
 
     Example:
         >>> with AlnClient("localhost:8001") as client:  # doctest: +SKIP
@@ -40,7 +45,10 @@ class AlnClient(_request.ClientSettings):
         self.close()
 
     def close(self) -> None:
-        """Close the channel."""
+        """Unregister and unlink this client's shared-memory regions, then close the channel."""
+        if self._shared is not None:
+            for region in self._shared.pool.drain():
+                self._release(region)
         self._client.close()
 
     def predict(
@@ -66,24 +74,78 @@ class AlnClient(_request.ClientSettings):
             ServerError: Another server-side failure.
         """
         arrays = _request.build_arrays(primary, clinical, auxiliary)
-        inputs = _request.infer_inputs(grpcclient, arrays)
-        outputs = _request.requested_outputs(grpcclient)
-        attempts = self._attempts(timeout_s)
-        while True:
-            server_timeout_us, grpc_deadline_s = attempts.timeouts()
-            try:
-                result = self._client.infer(
-                    self.model_name,
-                    inputs,
-                    outputs=outputs,
-                    timeout=server_timeout_us,
-                    client_timeout=grpc_deadline_s,
-                )
-            except InferenceServerException as exc:
-                time.sleep(attempts.failed(exc))
-                continue
-            attempts.answered()
-            return _request.parse_result(result)
+        lease = self._lease(arrays)
+        try:
+            inputs = _request.infer_inputs(grpcclient, arrays, lease and lease.placements)
+            outputs = _request.requested_outputs(grpcclient)
+            attempts = self._attempts(timeout_s)
+            registered_again = False
+            while True:
+                server_timeout_us, grpc_deadline_s = attempts.timeouts()
+                try:
+                    result = self._client.infer(
+                        self.model_name,
+                        inputs,
+                        outputs=outputs,
+                        timeout=server_timeout_us,
+                        client_timeout=grpc_deadline_s,
+                    )
+                except InferenceServerException as exc:
+                    if lease is not None and self._shared.lost(  # type: ignore[union-attr]
+                        status_name(exc.status()), exc.message() or "", lease
+                    ):
+                        if registered_again:
+                            raise InvalidInputError(
+                                f"The server lost {lease.describe()} twice: {exc.message()}",
+                                "INVALID_ARGUMENT",
+                            ) from exc
+                        registered_again = True
+                        try:
+                            self._register(lease)
+                        except InferenceServerException as again:
+                            raise from_server_exception(again) from again
+                        continue
+                    time.sleep(attempts.failed(exc))
+                    continue
+                attempts.answered()
+                return _request.parse_result(result)
+        finally:
+            if lease is not None:
+                self._give_back(lease)
+
+    def _lease(self, arrays: dict[str, Any]) -> Lease | None:
+        """Write the DICOM inputs into a region of their own, registering it when new."""
+        if self._shared is None:
+            return None
+        lease = self._shared.lease(_request.shared_inputs(arrays))
+        if lease is None or not lease.new:
+            return lease
+        try:
+            if self._shared.reap_first():
+                status = self._client.get_system_shared_memory_status(as_json=True)
+                for name in stale_regions(status.get("regions", {})):
+                    self._client.unregister_system_shared_memory(name)
+                    unlink(name)
+            self._register(lease)
+        except InferenceServerException as exc:
+            self._shared.fall_back(lease, self.url, exc.message() or str(exc))
+            return None
+        return lease
+
+    def _register(self, lease: Lease) -> None:
+        region = lease.region
+        self._client.register_system_shared_memory(region.name, region.key, region.size)
+
+    def _give_back(self, lease: Lease) -> None:
+        assert self._shared is not None
+        for retired in self._shared.finish(lease):
+            self._release(retired)
+
+    def _release(self, region: Region) -> None:
+        assert self._shared is not None
+        with contextlib.suppress(InferenceServerException):  # server gone: unlink regardless
+            self._client.unregister_system_shared_memory(region.name)
+        self._shared.pool.forget(region)
 
     def predict_many(
         self,
