@@ -111,10 +111,18 @@ async def drive(
 
 
 async def closed_loop(
-    url: str, workload: Workload, concurrency: int, duration_s: float, timeout_s: float = 120.0
+    url: str,
+    workload: Workload,
+    concurrency: int,
+    duration_s: float,
+    timeout_s: float = 120.0,
+    *,
+    shared_memory: bool = False,
 ) -> Tally:
     """:func:`drive` on a client of its own (no retries), closed when the window ends."""
-    async with AsyncAlnClient(url, retry=NO_RETRY, timeout_s=timeout_s) as client:
+    async with AsyncAlnClient(
+        url, retry=NO_RETRY, timeout_s=timeout_s, shared_memory=shared_memory
+    ) as client:
         return await drive(client, workload, concurrency, duration_s, timeout_s)
 
 
@@ -126,8 +134,11 @@ async def _level(
     warmup_s: float,
     timeout_s: float,
     triton: bool,
+    shared_memory: bool,
 ) -> dict[str, Any]:
-    async with AsyncAlnClient(url, retry=NO_RETRY, timeout_s=timeout_s) as client:
+    async with AsyncAlnClient(
+        url, retry=NO_RETRY, timeout_s=timeout_s, shared_memory=shared_memory
+    ) as client:
         if warmup_s > 0:
             await drive(client, workload, concurrency, warmup_s, timeout_s)
         before = triton_stats.snapshot(url) if triton else {}
@@ -159,6 +170,7 @@ def sweep(
     label: str = "aln_ensemble",
     log: Any = None,
     ready_timeout_s: float = 30.0,
+    shared_memory: bool = False,
 ) -> dict[str, Any]:
     """Measure each concurrency in turn; return the result document (JSON-ready).
 
@@ -172,6 +184,8 @@ def sweep(
         label: What is being measured (``aln_ensemble``, ``baseline``, a configuration name).
         log: Called with a one-line summary after each level (e.g. ``print``).
         ready_timeout_s: How long to wait for the server to be ready before measuring.
+        shared_memory: Send the DICOM bytes through Triton system shared memory (the load
+            generator on the server's host).
 
     Raises:
         ModelUnavailableError: The server or the ensemble is not ready in ``ready_timeout_s``.
@@ -182,7 +196,9 @@ def sweep(
     levels = []
     for concurrency in concurrencies:
         row = asyncio.run(
-            _level(url, workload, concurrency, duration_s, warmup_s, timeout_s, triton)
+            _level(
+                url, workload, concurrency, duration_s, warmup_s, timeout_s, triton, shared_memory
+            )
         )
         levels.append(row)
         if log is not None:
@@ -202,6 +218,7 @@ def sweep(
             "warmup_s": warmup_s,
             "timeout_s": timeout_s,
             "model": contract.ENSEMBLE,
+            "shared_memory": shared_memory,
         },
         "repository": configs,
         "levels": levels,
@@ -266,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     workload.add_arguments(parser)
     add_sweep_arguments(parser)
     parser.add_argument("--label", default="aln_ensemble", help="name of what is measured")
+    parser.add_argument(
+        "--shared-memory",
+        action="store_true",
+        help="send the DICOM bytes through Triton system shared memory (same host only)",
+    )
     parser.add_argument("--out", type=Path, help="result JSON (PNG written beside it)")
     args = parser.parse_args(argv)
     studies = workload.from_arguments(args)
@@ -278,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             label=args.label,
             **latency_settings,
             log=print,
+            shared_memory=args.shared_memory,
         )
     out = write_result(report, f"latency-{args.label}", args.out)
     plot_sweeps([report], out.with_suffix(".png"), f"{args.label}: {studies.summary()}")

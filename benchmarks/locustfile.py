@@ -50,6 +50,11 @@ def _arguments(parser: Any) -> None:
     parser.add_argument("--aln-invalid-share", type=float, default=0.1, help="share invalid")
     parser.add_argument("--aln-timeout-s", type=float, default=60.0, help="per-request deadline")
     parser.add_argument("--aln-seed", type=int, default=0, help="seed of the request mix")
+    parser.add_argument(
+        "--aln-shared-memory",
+        action="store_true",
+        help="send the DICOM through Triton system shared memory (locust on the server's host)",
+    )
 
 
 def invalid_studies(valid: Study) -> dict[str, Study]:
@@ -89,6 +94,7 @@ class AlnGrpcUser(User):
             self.host or "localhost:8001",
             timeout_s=options.aln_timeout_s,
             retry=RetryPolicy(max_attempts=1),
+            shared_memory=options.aln_shared_memory,
         )
 
     def on_stop(self) -> None:

@@ -127,6 +127,12 @@ def register(commands: Any) -> None:
     predict.add_argument("--spacing-mm", type=float)
     predict.add_argument("--url", default="localhost:8001")
     predict.add_argument("--timeout-s", type=float, default=30.0)
+    predict.add_argument(
+        "--shared-memory",
+        action="store_true",
+        help="send the DICOM through Triton system shared memory (the server on this host); "
+        "falls back to gRPC bytes with a warning when the server cannot map it",
+    )
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(handler=run_predict)
 
@@ -271,7 +277,7 @@ def run_predict(args: argparse.Namespace) -> int:
             tuple(args.aux_bbox) if args.aux_bbox else None,
             **vars(aux_overrides),
         )
-    with AlnClient(args.url, timeout_s=args.timeout_s) as client:
+    with AlnClient(args.url, timeout_s=args.timeout_s, shared_memory=args.shared_memory) as client:
         prediction = client.predict(primary, clinical, auxiliary=auxiliary)
     print_prediction(prediction, as_json=args.json)
     return 0
