@@ -142,7 +142,8 @@ class Region:
         import tritonclient.utils.shared_memory as shm
 
         if self._handle is not None:
-            shm.destroy_shared_memory_region(self._handle)
+            with contextlib.suppress(FileNotFoundError, shm.SharedMemoryException):
+                shm.destroy_shared_memory_region(self._handle)  # raises if unlinked already
             self._handle = None
 
 
