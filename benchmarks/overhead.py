@@ -1,15 +1,19 @@
-"""Serving overhead: served throughput as a share of the engine's, and where the CPU goes.
+"""Serving overhead: the served ensemble against the same work done in one process.
 
 ``aln bench overhead [--transfer-syntax explicit,jpeg2000] [--concurrency 8] [--duration-s 30]``
-starts the demo ensemble and, for each transfer syntax separately, (1) drives it closed loop at
-``--concurrency``, recording throughput, Triton's per-model statistics and the CPU time every
-process spent (load generator, Triton core, each Python-backend model), then (2) times the very
-engine the server runs (``backbone_primary/1/model.onnx`` through
-:class:`aln.serving.engine.OnnxEngine`, as many sessions as served instances, same threads and
-options) in this process, alone, at the mean batch size the dynamic batcher formed during the
-run. The fraction served / engine-only is the share of the engine's throughput that survives
-Triton, gRPC and preprocessing; the CPU breakdown (core-milliseconds per study) says where the
-rest went.
+starts the demo ensemble and, for each transfer syntax:
+
+1. drives it closed loop at ``--concurrency`` twice, the DICOM bytes sent over gRPC and then
+   through Triton system shared memory, recording throughput, Triton's per-model statistics and
+   the CPU time every process spent (load generator, Triton core, each Python-backend model);
+2. does the same work in this process with no server (:func:`one_process`): the served
+   ``preprocess`` code on the same request arrays, then the very engines the server runs (same
+   files, same settings, one set per lane) at the mean batch size the dynamic batcher formed, in
+   as many parallel lanes as the server has preprocessing instances.
+
+Serving overhead is then Triton, gRPC and inter-process copies only: the served throughput as a
+share of the one-process throughput, and the CPU per study of the processes that are not the
+engines (load generator, Triton core, ``preprocess``) next to the one-process preprocessing.
 """
 
 from __future__ import annotations
@@ -28,89 +32,175 @@ from aln.benchmarks import latency, processes, servers, triton_stats, workload
 from aln.benchmarks.machine import describe_machine, versions, write_result
 from aln.preprocessing import contract
 
-
-def engine_only_img_s(repository: Path, batch: int, repeats: int = 5) -> float:
-    """Images/s of the served primary backbone alone in this process at ``batch``.
-
-    Runs as served: as many ONNX Runtime sessions as the model has instances, each with the
-    served threads and options, all busy at once (ONNX Runtime releases the GIL), after one
-    warm-up run each; returns their aggregate rate.
-    """
-    from aln.serving.engine import OnnxEngine
-    from aln.serving.spec import EngineSettings
-
-    config = served_backbone_config(repository)
-    parameters = {key: value.string_value for key, value in config.parameters.items()}
-    engines = [
-        OnnxEngine(
-            repository / contract.BACKBONE_PRIMARY / "1" / "model.onnx",
-            EngineSettings.from_parameters(parameters),
-        )
-        for _ in range(max(1, sum(group.count for group in config.instance_group)))
-    ]
-    image = np.random.default_rng(0).standard_normal(
-        (batch, contract.IMAGE_CHANNELS, contract.IMAGE_SIZE, contract.IMAGE_SIZE)
-    )
-    feed = {engines[0].input_names[0]: image.astype(np.float32)}
-
-    def work(engine: Any) -> None:
-        for _ in range(repeats):
-            engine.session.run(None, feed)
-
-    for engine in engines:
-        engine.session.run(None, feed)
-    threads = [threading.Thread(target=work, args=(engine,)) for engine in engines]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return len(engines) * repeats * batch / (time.perf_counter() - start)
+ENGINE_MODELS = (contract.BACKBONE_PRIMARY, contract.BACKBONE_AUXILIARY, contract.FUSION_HEAD)
+TRANSPORTS = {"grpc": False, "shared_memory": True}
+"""How the load generator sends the DICOM bytes: name -> ``shared_memory`` of the client."""
+NON_ENGINE = ("load generator (client)", "tritonserver", contract.PREPROCESS)
+"""The processes whose CPU per study is the cost of serving around the engines."""
 
 
-def served_backbone_config(repository: Path) -> Any:
-    """The served primary backbone's ``config.pbtxt`` as a ``ModelConfig``."""
+def served_config(repository: Path, model: str) -> Any:
+    """A served model's ``config.pbtxt`` as a ``ModelConfig``."""
     from aln.export.repository import parse_pbtxt
 
-    return parse_pbtxt((repository / contract.BACKBONE_PRIMARY / "config.pbtxt").read_text())
+    return parse_pbtxt((repository / model / "config.pbtxt").read_text())
 
 
-def measure(
-    served: servers.Running,
+def _served_engines(repository: Path) -> dict[str, Any]:
+    """The engines of the repository, loaded as the server loads them (files and settings)."""
+    from aln.serving.engine import load_engine
+    from aln.serving.spec import EngineSettings
+
+    engines = {}
+    for model in ENGINE_MODELS:
+        config = served_config(repository, model)
+        parameters = {key: value.string_value for key, value in config.parameters.items()}
+        engines[model] = load_engine(
+            repository / model / "1", EngineSettings.from_parameters(parameters)
+        )
+    return engines
+
+
+def one_process(
+    repository: Path, studies: workload.Workload, batch: int, duration_s: float
+) -> dict[str, Any]:
+    """The served work without a server: ``preprocess``'s code, then the served engines.
+
+    Each lane (one per served ``preprocess`` instance, in threads: ONNX Runtime, OpenVINO and the
+    decoders release the GIL) turns ``batch`` studies' request arrays into tensors with
+    :class:`aln.preprocessing.serving.StudyPreprocessor`, then runs both backbones and the fusion
+    head on the batch with engines of its own. Returns throughput and CPU per study, split into
+    preprocessing and engines by each lane's thread CPU time.
+    """
+    from aln.client import _request
+    from aln.preprocessing.manifest import read_manifest
+    from aln.preprocessing.serving import RawRequest, StudyPreprocessor
+
+    lanes = max(
+        1, sum(g.count for g in served_config(repository, contract.PREPROCESS).instance_group)
+    )
+    preprocessor = StudyPreprocessor(read_manifest(repository / contract.PREPROCESS / "1"))
+    requests = [_request.build_arrays(s.primary, s.clinical, s.auxiliary) for s in studies.studies]
+    image, embedding = contract.BACKBONE_INPUT.name, contract.BACKBONE_OUTPUT.name
+
+    def lane(index: int, stop: float, tally: dict[str, float]) -> None:
+        engines = _served_engines(repository)
+        i = index
+        while time.perf_counter() < stop:
+            t0 = time.thread_time()
+            tensors = []
+            for _ in range(batch):
+                arrays = requests[i % len(requests)]
+                tensors.append(preprocessor(RawRequest.from_arrays(arrays)))
+                i += 1
+            t1 = time.thread_time()
+            primary = engines[contract.BACKBONE_PRIMARY].run(
+                {image: np.stack([t.primary_image for t in tensors])}
+            )[embedding]
+            auxiliary = engines[contract.BACKBONE_AUXILIARY].run(
+                {image: np.stack([t.auxiliary_image for t in tensors])}
+            )[embedding]
+            engines[contract.FUSION_HEAD].run(
+                {
+                    contract.PRIMARY_EMBEDDING.name: primary,
+                    contract.AUXILIARY_EMBEDDING.name: auxiliary,
+                    contract.AUXILIARY_PRESENT.name: np.stack(
+                        [t.auxiliary_present for t in tensors]
+                    ),
+                    contract.CLINICAL_VECTOR.name: np.stack([t.clinical_vector for t in tensors]),
+                }
+            )
+            tally["preprocess_s"] += t1 - t0
+            tally["engines_s"] += time.thread_time() - t1
+            tally["studies"] += batch
+
+    def run(duration: float) -> tuple[list[dict[str, float]], float, float]:
+        tallies = [{"preprocess_s": 0.0, "engines_s": 0.0, "studies": 0.0} for _ in range(lanes)]
+        stop = time.perf_counter() + duration
+        threads = [threading.Thread(target=lane, args=(k, stop, tallies[k])) for k in range(lanes)]
+        cpu, wall = time.process_time(), time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return tallies, time.process_time() - cpu, time.perf_counter() - wall
+
+    run(min(5.0, duration_s))  # warm-up: engine loading, first runs, caches
+    tallies, cpu_s, wall_s = run(duration_s)
+    done = max(sum(t["studies"] for t in tallies), 1)
+    return {
+        "lanes": lanes,
+        "batch": batch,
+        "studies": int(done),
+        "throughput_per_s": round(done / wall_s, 3),
+        "cpu_core_ms_per_study": {
+            "preprocess": round(sum(t["preprocess_s"] for t in tallies) / done * 1000, 1),
+            "engines": round(sum(t["engines_s"] for t in tallies) / done * 1000, 1),
+            "total": round(cpu_s / done * 1000, 1),
+        },
+    }
+
+
+def served(
+    running: servers.Running,
     studies: workload.Workload,
     concurrency: int,
     duration_s: float,
     warmup_s: float,
+    shared_memory: bool,
 ) -> dict[str, Any]:
-    """One transfer syntax: served throughput, engine-only throughput, CPU per component."""
-    assert served.repository is not None
-    asyncio.run(latency.closed_loop(served.url, studies, concurrency, warmup_s))
-    stats_before = triton_stats.snapshot(served.url)
-    cpu_before = processes.cpu_seconds(served.pid)
+    """Closed loop on the server: throughput, Triton statistics, CPU per study per process."""
+    asyncio.run(
+        latency.closed_loop(
+            running.url, studies, concurrency, warmup_s, shared_memory=shared_memory
+        )
+    )
+    stats_before = triton_stats.snapshot(running.url)
+    cpu_before = processes.cpu_seconds(running.pid)
     client_before = processes.own_cpu_seconds()
-    tally = asyncio.run(latency.closed_loop(served.url, studies, concurrency, duration_s))
+    tally = asyncio.run(
+        latency.closed_loop(
+            running.url, studies, concurrency, duration_s, shared_memory=shared_memory
+        )
+    )
     client_s = processes.own_cpu_seconds() - client_before
-    cpu_after = processes.cpu_seconds(served.pid)
-    stats = triton_stats.window(stats_before, triton_stats.snapshot(served.url))
+    cpu_after = processes.cpu_seconds(running.pid)
+    stats = triton_stats.window(stats_before, triton_stats.snapshot(running.url))
     level = {"concurrency": concurrency, **tally.summary()}
     ok = max(level["ok"], 1)
     core_ms = {"load generator (client)": round(client_s / ok * 1000, 1)}
     for name, seconds in sorted(cpu_after.items()):
         core_ms[name] = round((seconds - cpu_before.get(name, 0.0)) / ok * 1000, 1)
-    mean_batch = stats[contract.BACKBONE_PRIMARY]["mean_batch"]
-    batch = max(1, round(mean_batch))
-    engine = engine_only_img_s(served.repository, batch)
     return {
-        "workload": studies.description,
         "served": level,
         "triton": stats,
-        "backbone_mean_batch": mean_batch,
-        "engine_only_batch": batch,
-        "engine_only_img_s": round(engine, 2),
-        "served_fraction_of_engine": round(level["throughput_per_s"] / engine, 3),
+        "backbone_mean_batch": stats[contract.BACKBONE_PRIMARY]["mean_batch"],
         "cpu_core_ms_per_study": core_ms,
+        "non_engine_core_ms_per_study": round(sum(core_ms.get(n, 0.0) for n in NON_ENGINE), 1),
         "cpu_core_ms_per_study_total": round(sum(core_ms.values()), 1),
     }
+
+
+def measure(
+    running: servers.Running,
+    studies: workload.Workload,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+) -> dict[str, Any]:
+    """One transfer syntax: served over gRPC and over shared memory, then in one process."""
+    assert running.repository is not None
+    transports = {
+        name: served(running, studies, concurrency, duration_s, warmup_s, shared)
+        for name, shared in TRANSPORTS.items()
+    }
+    batch = max(1, round(transports["shared_memory"]["backbone_mean_batch"]))
+    alone = one_process(running.repository, studies, batch, duration_s)
+    for row in transports.values():
+        row["served_fraction_of_one_process"] = round(
+            row["served"]["throughput_per_s"] / alone["throughput_per_s"], 3
+        )
+    return {"workload": studies.description, "transports": transports, "one_process": alone}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,31 +215,45 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with (
         servers.workdir(args) as work,
-        servers.ensemble(servers.checkpoint_of(args, work), work) as served,
+        servers.ensemble(servers.checkpoint_of(args, work), work) as running,
     ):
         for syntax in args.transfer_syntax.split(","):
             row = measure(
-                served,
+                running,
                 workload.synthetic((syntax,)),
                 args.concurrency,
                 args.duration_s,
                 args.warmup_s,
             )
             rows.append({"transfer_syntax": syntax, **row})
+            alone = row["one_process"]
             print(
-                f"{syntax}: served {row['served']['throughput_per_s']:.2f} studies/s, engine "
-                f"alone {row['engine_only_img_s']:.2f} img/s at batch "
-                f"{row['engine_only_batch']} -> {row['served_fraction_of_engine']:.0%}; "
-                f"CPU core-ms/study {row['cpu_core_ms_per_study']}",
+                f"{syntax}: one process {alone['throughput_per_s']:.2f} studies/s "
+                f"(batch {alone['batch']}, {alone['lanes']} lanes), CPU core-ms/study "
+                f"{alone['cpu_core_ms_per_study']}",
                 flush=True,
             )
-        configs = triton_stats.repository_configs(served.url, list(rows[0]["triton"]))
-        server_versions = versions(served.url)
+            for name, t in row["transports"].items():
+                print(
+                    f"  served over {name}: {t['served']['throughput_per_s']:.2f} studies/s "
+                    f"({t['served_fraction_of_one_process']:.0%} of one process), non-engine "
+                    f"CPU {t['non_engine_core_ms_per_study']} core-ms/study; "
+                    f"{t['cpu_core_ms_per_study']}",
+                    flush=True,
+                )
+        first = rows[0]["transports"]["grpc"]["triton"]
+        configs = triton_stats.repository_configs(running.url, list(first))
+        server_versions = versions(running.url)
     report = {
         "benchmark": "overhead",
         "machine": describe_machine(),
         "versions": server_versions,
         "repository": configs,
+        "settings": {
+            "concurrency": args.concurrency,
+            "duration_s": args.duration_s,
+            "warmup_s": args.warmup_s,
+        },
         "results": rows,
     }
     out = write_result(report, "overhead", args.out)

@@ -16,7 +16,7 @@ BENCHMARKS = {
     "compare": ("compare", "the ensemble, the equal-work and the naive baseline side by side"),
     "ablation": ("ablation", "one change at a time from the naive baseline to the ensemble"),
     "baseline-threads": ("baseline_threads", "the baselines' best threads and gRPC workers"),
-    "overhead": ("overhead", "served throughput as a share of the engine's, CPU per component"),
+    "overhead": ("overhead", "served vs the same work in one process, gRPC and shared memory"),
     "engines": ("engines", "engine images/s in process (eager, ONNX Runtime, OpenVINO, int8)"),
     "fidelity": ("fidelity", "each reduced-precision engine's fidelity gate on a trained model"),
     "crop": ("crop_decode", "decode-to-crop time per transfer syntax, region vs full decode"),

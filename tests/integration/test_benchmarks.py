@@ -87,15 +87,24 @@ def test_every_baseline_variant_answers_like_the_ensemble(served, tmp_path):
         assert got_aux.probability == pytest.approx(with_aux.probability, abs=1e-4), options
 
 
-def test_overhead_attributes_cpu_to_server_components(served, explicit_workload):
+def test_overhead_sets_both_transports_against_one_process(served, explicit_workload):
     server, _, url = served
     running = servers.Running(url, server.process.pid, server.config.repository)
     row = overhead.measure(running, explicit_workload, 2, duration_s=3, warmup_s=1)
-    cpu = row["cpu_core_ms_per_study"]
-    assert {"tritonserver", contract.PREPROCESS, contract.BACKBONE_PRIMARY} <= set(cpu)
-    assert cpu[contract.BACKBONE_PRIMARY] > cpu[contract.FUSION_HEAD]
-    # served studies need at least the engine's work each: the share is below 1 (+ timing noise)
-    assert row["engine_only_img_s"] > 0 and 0 < row["served_fraction_of_engine"] < 1.1
+    assert set(row["transports"]) == {"grpc", "shared_memory"}
+    for transport in row["transports"].values():
+        cpu = transport["cpu_core_ms_per_study"]
+        assert {"tritonserver", contract.PREPROCESS, contract.BACKBONE_PRIMARY} <= set(cpu)
+        assert cpu[contract.BACKBONE_PRIMARY] > cpu[contract.FUSION_HEAD]
+        assert transport["served"]["errors"] == {}
+        assert transport["non_engine_core_ms_per_study"] == pytest.approx(
+            sum(cpu[name] for name in overhead.NON_ENGINE), abs=0.2
+        )
+        assert transport["served_fraction_of_one_process"] > 0
+    alone = row["one_process"]
+    # one lane per served preprocess instance, at the batch the server formed
+    assert alone["lanes"] == 2 and alone["batch"] >= 1 and alone["studies"] > 0
+    assert alone["cpu_core_ms_per_study"]["engines"] > alone["cpu_core_ms_per_study"]["preprocess"]
 
 
 def test_locust_headless_run_counts_requests_and_invalid_ones_as_the_right_failure(
