@@ -66,15 +66,18 @@ def test_baseline_answers_like_the_ensemble_and_names_bad_input(
 def test_every_baseline_variant_answers_like_the_ensemble(served, tmp_path):
     """Equal-work and ONNX Runtime baselines change the work done, never the answer."""
     from aln.benchmarks.baseline import BaselineOptions
-    from aln.export.pipeline import export_checkpoint
+    from aln.export.onnx_export import GRAPH_FILES
 
-    _, checkpoint, url = served
+    server, checkpoint, url = served
     study = workload.synthetic(("jpeg2000",), auxiliary=True, per_syntax=1).studies[0]
     with AlnClient(url) as client:
         alone = client.predict(study.primary, study.clinical)
         with_aux = client.predict(study.primary, study.clinical, auxiliary=study.auxiliary)
+    # The served graphs are the checkpoint's export: lay them out as `aln export` names them.
     export = tmp_path / "export"
-    export_checkpoint(checkpoint, export)
+    export.mkdir()
+    for model, name in GRAPH_FILES.items():
+        (export / name).symlink_to(server.config.repository / model / "1" / "model.onnx")
     for options in (
         BaselineOptions(skip_absent_auxiliary=True),
         BaselineOptions(engine="onnxruntime", decode="region", skip_absent_auxiliary=True),
