@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from aln.client.errors import (
-    RETRYABLE,
     AlnClientError,
     InferenceTimeoutError,
     from_server_exception,
+    is_retryable,
 )
 from aln.client.shared_memory import Placement, SharedMemory, release_at_exit
 from aln.client.types import ImageInput, Prediction
@@ -32,16 +32,19 @@ region, the clinical record and the options are a few hundred bytes and stay in 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded retries with exponential backoff and jitter, for UNAVAILABLE only.
+    """Bounded retries with exponential backoff and jitter, for passing refusals only.
+
+    Retried: UNAVAILABLE and the server states of :data:`aln.client.errors.TRANSIENT`.
 
     Attributes:
-        max_attempts: Tries in all (1 = no retry).
+        max_attempts: Tries in all (1 = no retry). The default 8 spans about 9 s of backoff:
+            a supervised model reload (2-3 s measured) or a quick restart, within the deadline.
         initial_backoff_s: Wait before the second try.
         max_backoff_s: Longest wait between tries.
         multiplier: Growth of the wait per try.
     """
 
-    max_attempts: int = 4
+    max_attempts: int = 8
     initial_backoff_s: float = 0.2
     max_backoff_s: float = 2.0
     multiplier: float = 2.0
@@ -58,7 +61,8 @@ class ClientSettings:
     Args:
         url: ``host:port`` of Triton's gRPC endpoint.
         timeout_s: Default deadline of one prediction, retries included.
-        retry: Retry schedule for UNAVAILABLE (other errors are never retried).
+        retry: Retry schedule for UNAVAILABLE and passing server states (see
+            :func:`aln.client.errors.is_retryable`; other errors are never retried).
         cancel_grace_s: The server enforces ``timeout_s``; the gRPC call itself is cancelled only
             this much later (see :class:`Attempts` for why).
         ssl: Use TLS.
@@ -180,7 +184,7 @@ class Attempts:
         if error.status == "UNAVAILABLE" and time.monotonic() >= self.deadline:
             # The server's own deadline rejection ("Request timeout expired") is a timeout.
             raise InferenceTimeoutError(error.message, "DEADLINE_EXCEEDED") from exc
-        if error.status not in RETRYABLE or self.attempt >= self.retry.max_attempts:
+        if not is_retryable(error) or self.attempt >= self.retry.max_attempts:
             raise error from exc
         return min(self.retry.backoff_s(self.attempt), max(self.deadline - time.monotonic(), 0))
 

@@ -42,6 +42,23 @@ _BY_STATUS: dict[str, type[AlnClientError]] = {
     "CANCELLED": InferenceTimeoutError,
 }
 RETRYABLE = frozenset({"UNAVAILABLE"})
+TRANSIENT = (
+    ("NOT_FOUND", "has no available versions"),
+    ("INTERNAL", "is not healthy"),
+)
+"""Server states that pass and are retried like UNAVAILABLE: ``(status, message fragment)``.
+
+A model being reloaded has no available version for a moment, and requests that reach the
+instance of a Python-backend stub that died are refused as "not healthy" until the server's
+supervisor has reloaded it (``aln.serving.supervisor``). A request refused in either state was
+never run, so sending it again is safe."""
+
+
+def is_retryable(error: AlnClientError) -> bool:
+    """Whether a refusal is worth another try: UNAVAILABLE, or a :data:`TRANSIENT` state."""
+    if error.status in RETRYABLE:
+        return True
+    return any(error.status == s and fragment in error.message for s, fragment in TRANSIENT)
 
 
 def status_name(raw: object) -> str:

@@ -24,6 +24,7 @@ from typing import IO
 
 from aln.errors import MissingComponentError
 from aln.serving.errors import RepositoryError, ServerStartError
+from aln.serving.supervisor import StubSupervisor, new_api_key, restricted_api_args
 
 
 def triton_home() -> Path:
@@ -79,6 +80,9 @@ class ServerConfig:
         grpc_tls: ``(server cert, server key, client CA or None)`` to serve gRPC over TLS, with
             mutual TLS when a client CA is given.
         extra_args: More ``tritonserver`` arguments.
+        supervise_stubs: Restore a model whose Python-backend stub dies
+            (:class:`aln.serving.supervisor.StubSupervisor`); the server then runs with explicit
+            model control and a repository API only the supervisor can call.
     """
 
     repository: Path
@@ -89,9 +93,10 @@ class ServerConfig:
     log_verbose: int = 0
     grpc_tls: tuple[Path, Path, Path | None] | None = None
     extra_args: list[str] = field(default_factory=list)
+    supervise_stubs: bool = False
 
-    def command(self, home: Path) -> list[str]:
-        """The ``tritonserver`` command line."""
+    def command(self, home: Path, api_key: str | None = None) -> list[str]:
+        """The ``tritonserver`` command line (``api_key``: the repository API's restriction)."""
         args = [
             str(home / "bin" / "tritonserver"),
             f"--model-repository={Path(self.repository).resolve()}",
@@ -117,6 +122,8 @@ class ServerConfig:
             ]
             if client_ca is not None:
                 args += [f"--grpc-root-cert={client_ca}", "--grpc-use-ssl-mutual=true"]
+        if api_key is not None:
+            args += restricted_api_args(api_key)
         return args + self.extra_args
 
 
@@ -134,6 +141,8 @@ class EmbeddedServer:
         self._log_target = log
         self._log_handle: IO[str] | None = None
         self.process: subprocess.Popen[bytes] | None = None
+        self._api_key = new_api_key() if config.supervise_stubs else None
+        self.supervisor: StubSupervisor | None = None
 
     def start(self) -> EmbeddedServer:
         """Start the process (returns at once; see :meth:`wait_until_ready`).
@@ -162,7 +171,7 @@ class EmbeddedServer:
         else:
             stdout = self._log_target
         self.process = subprocess.Popen(
-            self.config.command(home),
+            self.config.command(home, self._api_key),
             env=env,
             stdout=stdout,
             stderr=subprocess.STDOUT,
@@ -205,12 +214,27 @@ class EmbeddedServer:
                     "before it was ready; see its log"
                 )
             if self.is_ready(model):
+                self._supervise()
                 return
             time.sleep(0.25)
         raise ServerStartError(f"tritonserver was not ready within {timeout_s:.0f} s")
 
+    def _supervise(self) -> None:
+        """Start watching the stubs once the server is first ready (``supervise_stubs``)."""
+        if self._api_key is None or self.supervisor is not None:
+            return
+        log = self._log_handle if self._log_handle is not None else None
+        self.supervisor = StubSupervisor(
+            self.pid,
+            f"http://{self.config.host}:{self.config.http_port}",
+            self._api_key,
+            log=log,
+        ).start()
+
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """Stop with SIGTERM (Triton drains in-flight requests), then SIGKILL if it hangs."""
+        if self.supervisor is not None:
+            self.supervisor.stop()  # first: stubs exiting on shutdown are not crashes
         if self.process is None:
             return None
         if self.process.poll() is None:

@@ -197,6 +197,7 @@ def server_config(args: argparse.Namespace) -> Any:
         metrics_port=args.metrics_port,
         host=args.host,
         grpc_tls=tls,
+        supervise_stubs=True,
     )
 
 

@@ -1,0 +1,221 @@
+"""Restore a model whose Python-backend stub process died.
+
+A native decoder that segfaults on a hostile file (OpenJPEG, CharLS, libjpeg, the RLE decoder are
+native code) kills the stub process of one model instance. Triton 2.51 never restarts it: every
+request routed to that instance then fails with ``Stub process ... is not healthy`` while
+``/v2/health/ready`` keeps answering 200, so a load balancer keeps sending traffic into it.
+
+:class:`StubSupervisor` watches the stubs (children of ``tritonserver``, one per model instance)
+and, when one is gone or a zombie, reloads its model through Triton's repository API: unload
+(readiness turns false at once under ``--strict-readiness``; requests are refused UNAVAILABLE or
+NOT_FOUND, which the SDK retries), then load (new stubs), after which the server is ready again.
+The repository API is kept away from clients: the server is started with a restricted-API key
+that only the supervisor sends (:func:`restricted_api_args`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+STUB_BINARY = "triton_python_backend_stub"
+API_KEY_HEADER = "aln-repository-key"
+"""The header that unlocks Triton's model-repository API (load/unload) for the supervisor."""
+
+
+def restricted_api_args(key: str) -> list[str]:
+    """``tritonserver`` arguments that leave the repository API to the holder of ``key``.
+
+    Explicit model control with every model loaded at start (as without it), and the
+    model-repository API (HTTP and gRPC) refused to any caller without the ``key`` header.
+    """
+    restriction = f"model-repository:{API_KEY_HEADER}={key}"
+    return [
+        "--model-control-mode=explicit",
+        "--load-model=*",
+        f"--http-restricted-api={restriction}",
+        f"--grpc-restricted-protocol={restriction}",
+    ]
+
+
+def new_api_key() -> str:
+    """A random key for one server's lifetime."""
+    return secrets.token_hex(16)
+
+
+@dataclass(frozen=True)
+class Stub:
+    """One Python-backend stub process.
+
+    Attributes:
+        pid: Its process id.
+        model: The model it serves (the folder above ``<version>/model.py``).
+        instance: Triton's instance name (``preprocess_0_1``).
+    """
+
+    pid: int
+    model: str
+    instance: str
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields of ``/proc/<pid>/stat`` after the command name (state first), None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def stubs_of(server_pid: int) -> list[Stub]:
+    """The running stub processes of model instances whose parent is ``server_pid``.
+
+    A dead stub (a zombie) has no command line any more: :class:`StubSupervisor` remembers the
+    stubs it has seen running and asks :func:`death` about each.
+    """
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat(int(entry))
+        if fields is None or int(fields[1]) != server_pid:
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if not argv or not argv[0].endswith(STUB_BINARY) or len(argv) < 9:
+            continue
+        model, instance = Path(argv[1]).parent.parent.name, argv[8]
+        # instance stubs are '<model>_<group>_<index>'; a stub named after the model alone only
+        # runs while the model loads (config auto-completion) and exits by design
+        if re.fullmatch(rf"{re.escape(model)}_\d+_\d+", instance):
+            found.append(Stub(int(entry), model, instance))
+    return found
+
+
+def death(stub: Stub) -> str | None:
+    """Why ``stub`` is dead (``"killed by SIGSEGV"``, ``"exited 1"``, ``"gone"``), None if alive."""
+    fields = _stat(stub.pid)
+    if fields is None:
+        return "gone"
+    if fields[0] not in ("Z", "X"):
+        return None
+    status = int(fields[49]) if len(fields) > 49 else 0  # exit_code (Linux 3.5+): wait status
+    if status & 0x7F:
+        try:
+            return f"killed by {signal.Signals(status & 0x7F).name}"
+        except ValueError:
+            return f"killed by signal {status & 0x7F}"
+    return f"exited {status >> 8}"
+
+
+class StubSupervisor:
+    """Watch a server's stubs; reload the model of any that dies.
+
+    Args:
+        server_pid: The ``tritonserver`` process.
+        http_url: ``http://host:port`` of its HTTP endpoint.
+        api_key: The restricted-API key the server was started with.
+        poll_s: How often the stubs are checked.
+        log: Where crash and recovery lines go (default: stderr).
+    """
+
+    def __init__(
+        self,
+        server_pid: int,
+        http_url: str,
+        api_key: str,
+        *,
+        poll_s: float = 0.2,
+        log: IO[str] | None = None,
+    ) -> None:
+        self.server_pid = server_pid
+        self.http_url = http_url.rstrip("/")
+        self.api_key = api_key
+        self.poll_s = poll_s
+        self.log = log or sys.stderr
+        self.recoveries: list[dict[str, object]] = []
+        self._expected_exits: set[int] = set()  # old stubs of a model being reloaded
+        self._known: dict[int, Stub] = {}  # every stub seen running, by pid
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _say(self, message: str) -> None:
+        print(f"aln serve: {message}", file=self.log, flush=True)
+
+    def _repository(self, model: str, action: str) -> None:
+        request = urllib.request.Request(
+            f"{self.http_url}/v2/repository/models/{model}/{action}",
+            data=json.dumps({}).encode(),
+            headers={API_KEY_HEADER: self.api_key, "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=300) as response:
+            response.read()
+
+    def restore(self, model: str, reason: str, instance: str) -> float:
+        """Reload ``model`` (unload, then load); returns the seconds it took."""
+        start = time.monotonic()
+        self._say(
+            f"the stub of model instance '{instance}' died ({reason}); reloading model "
+            f"'{model}', the server reports not ready until it is back"
+        )
+        self._expected_exits |= {s.pid for s in stubs_of(self.server_pid) if s.model == model}
+        self._repository(model, "unload")
+        self._repository(model, "load")
+        took = time.monotonic() - start
+        self.recoveries.append(
+            {"model": model, "instance": instance, "reason": reason, "seconds": round(took, 2)}
+        )
+        self._say(f"model '{model}' reloaded in {took:.1f} s")
+        return took
+
+    def check_once(self) -> list[str]:
+        """Restore every model with a dead stub now; returns the models restored."""
+        restored: list[str] = []
+        self._known.update({stub.pid: stub for stub in stubs_of(self.server_pid)})
+        for stub in list(self._known.values()):
+            reason = death(stub)
+            if reason is None:
+                continue
+            del self._known[stub.pid]
+            if stub.pid in self._expected_exits or stub.model in restored:
+                continue
+            try:
+                self.restore(stub.model, reason, stub.instance)
+            except (urllib.error.URLError, OSError) as exc:
+                self._say(f"reloading model '{stub.model}' failed: {exc}; will retry")
+                self._known[stub.pid] = stub
+                continue
+            restored.append(stub.model)
+        return restored
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self.check_once()
+
+    def start(self) -> StubSupervisor:
+        """Watch in a daemon thread until :meth:`stop` (the stubs running now are known at once)."""
+        self._known.update({stub.pid: stub for stub in stubs_of(self.server_pid)})
+        self._thread = threading.Thread(target=self._run, name="stub-supervisor", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
