@@ -58,7 +58,8 @@ class AsyncAlnClient(_request.ClientSettings):
         arrays = _request.build_arrays(primary, clinical, auxiliary)
         lease = await self._lease(arrays)
         try:
-            inputs = _request.infer_inputs(aioclient, arrays, lease and lease.placements)
+            placements = lease.placements if lease is not None else None
+            inputs = _request.infer_inputs(aioclient, arrays, placements)
             outputs = _request.requested_outputs(aioclient)
             attempts = self._attempts(timeout_s)
             registered_again = False

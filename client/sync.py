@@ -76,7 +76,8 @@ class AlnClient(_request.ClientSettings):
         arrays = _request.build_arrays(primary, clinical, auxiliary)
         lease = self._lease(arrays)
         try:
-            inputs = _request.infer_inputs(grpcclient, arrays, lease and lease.placements)
+            placements = lease.placements if lease is not None else None
+            inputs = _request.infer_inputs(grpcclient, arrays, placements)
             outputs = _request.requested_outputs(grpcclient)
             attempts = self._attempts(timeout_s)
             registered_again = False

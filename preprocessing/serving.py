@@ -30,7 +30,7 @@ def _bytes_of(array: npt.NDArray[Any] | None, name: str) -> memoryview | None:
         return None
     if array.dtype != np.uint8:
         raise InvalidRequestError(f"Input '{name}' has dtype {array.dtype}, it must be UINT8")
-    return memoryview(np.ascontiguousarray(array)).cast("B")
+    return memoryview(np.ascontiguousarray(array).data).cast("B")
 
 
 def same_bytes(first: DicomBytes, second: DicomBytes) -> bool:
