@@ -275,6 +275,14 @@ def test_cli_predict_exit_codes(served, study, tmp_path):
     )
     assert ok.returncode == 0, ok.stderr
     assert 0 < json.loads(ok.stdout)["probability"] < 1
+    shared = subprocess.run(
+        [*base, "--lesion", *map(str, study.lesion_centre), "--json", "--shared-memory"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert shared.returncode == 0 and "SharedMemoryFallbackWarning" not in shared.stderr
+    assert json.loads(shared.stdout)["probability"] == json.loads(ok.stdout)["probability"]
     bad = subprocess.run(
         [*base, "--lesion", "99999", "1"], capture_output=True, text=True, check=False
     )
