@@ -24,7 +24,12 @@ from typing import IO
 
 from aln.errors import MissingComponentError
 from aln.serving.errors import RepositoryError, ServerStartError
-from aln.serving.supervisor import StubSupervisor, new_api_key, restricted_api_args
+from aln.serving.supervisor import (
+    StubSupervisor,
+    new_api_key,
+    repository_call,
+    restricted_api_args,
+)
 
 
 def triton_home() -> Path:
@@ -230,6 +235,38 @@ class EmbeddedServer:
             self._api_key,
             log=log,
         ).start()
+
+    def drain(self, timeout_s: float) -> bool:
+        """Stop admitting requests and let the admitted ones finish; returns whether they did.
+
+        The ensemble is unloaded through the repository API: readiness turns false at once, new
+        requests are refused (NOT_FOUND "has no available versions", which the SDK retries, so a
+        load balancer's other replicas take them), and Triton completes the requests already
+        admitted before the unload finishes. Needs ``supervise_stubs`` (the repository API key);
+        without it this only stops the supervisor and returns False.
+        """
+        from aln.preprocessing import contract
+
+        if self.supervisor is not None:
+            self.supervisor.stop()  # stubs exiting from here on are not crashes
+        if self._api_key is None or self.process is None or self.process.poll() is not None:
+            return False
+        url = f"http://{self.config.host}:{self.config.http_port}"
+        deadline = time.monotonic() + timeout_s
+        try:
+            repository_call(url, self._api_key, f"models/{contract.ENSEMBLE}/unload")
+            while time.monotonic() < deadline:
+                index = repository_call(url, self._api_key, "index")
+                states = {m.get("name"): m.get("state") for m in index or []}  # type: ignore[attr-defined]
+                if (
+                    states.get(contract.ENSEMBLE) != "READY"
+                    and states.get(contract.ENSEMBLE) != "UNLOADING"
+                ):
+                    return True
+                time.sleep(0.1)
+        except (urllib.error.URLError, OSError):
+            return False
+        return False
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """Stop with SIGTERM (Triton drains in-flight requests), then SIGKILL if it hangs."""

@@ -54,6 +54,23 @@ def new_api_key() -> str:
     return secrets.token_hex(16)
 
 
+def repository_call(http_url: str, api_key: str, path: str) -> object:
+    """POST to Triton's repository API (``index``, ``models/M/load``, ``models/M/unload``).
+
+    Raises:
+        urllib.error.URLError: The server refused or is unreachable.
+    """
+    request = urllib.request.Request(
+        f"{http_url.rstrip('/')}/v2/repository/{path}",
+        data=json.dumps({}).encode(),
+        headers={API_KEY_HEADER: api_key, "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=300) as response:
+        body = response.read()
+    return json.loads(body) if body else None
+
+
 @dataclass(frozen=True)
 class Stub:
     """One Python-backend stub process.
@@ -157,14 +174,7 @@ class StubSupervisor:
         print(f"aln serve: {message}", file=self.log, flush=True)
 
     def _repository(self, model: str, action: str) -> None:
-        request = urllib.request.Request(
-            f"{self.http_url}/v2/repository/models/{model}/{action}",
-            data=json.dumps({}).encode(),
-            headers={API_KEY_HEADER: self.api_key, "Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=300) as response:
-            response.read()
+        repository_call(self.http_url, self.api_key, f"models/{model}/{action}")
 
     def restore(self, model: str, reason: str, instance: str) -> float:
         """Reload ``model`` (unload, then load); returns the seconds it took."""

@@ -96,6 +96,12 @@ def register(commands: Any) -> None:
         "stop cleanly on Ctrl-C or SIGTERM.",
     )
     _server_arguments(serve)
+    serve.add_argument(
+        "--drain-timeout-s",
+        type=float,
+        default=DRAIN_TIMEOUT_S,
+        help="on SIGTERM, how long to let admitted requests finish before stopping",
+    )
     serve.set_defaults(handler=run_serve)
 
     predict = commands.add_parser(
@@ -231,10 +237,17 @@ def ready_line(config: Any) -> str:
     )
 
 
-def serve_until_stopped(server: Any) -> int:
-    """Print the ready line, block until Ctrl-C or SIGTERM, then stop the server.
+DRAIN_TIMEOUT_S = 30.0
+"""How long a stop waits for admitted requests: above the default queue timeout (5 s) and the
+slowest request measured (a few seconds at full load)."""
 
-    ``aln`` turns SIGTERM into KeyboardInterrupt from its first instruction on.
+
+def serve_until_stopped(server: Any, drain_timeout_s: float = DRAIN_TIMEOUT_S) -> int:
+    """Print the ready line, block until Ctrl-C or SIGTERM, drain, then stop the server.
+
+    ``aln`` turns SIGTERM into KeyboardInterrupt from its first instruction on. A stop first
+    drains (:meth:`aln.serving.server.EmbeddedServer.drain`): readiness false at once, new
+    requests refused, the admitted ones finished (up to ``drain_timeout_s``).
     """
     try:
         # printed inside the try: a SIGTERM right after the line is handled here, never lost
@@ -243,7 +256,17 @@ def serve_until_stopped(server: Any) -> int:
         print(f"tritonserver exited with status {server.process.returncode}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("stopping tritonserver...", flush=True)
+        print("draining: not ready, finishing the requests already admitted...", flush=True)
+        try:
+            drained = server.drain(drain_timeout_s)
+        except KeyboardInterrupt:  # a second Ctrl-C / SIGTERM: stop now
+            drained = False
+        print(
+            "stopping tritonserver..."
+            if drained
+            else f"stopping tritonserver (not drained within {drain_timeout_s:.0f} s)...",
+            flush=True,
+        )
         return 0
     finally:
         server.stop()
@@ -251,7 +274,7 @@ def serve_until_stopped(server: Any) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until interrupted."""
-    return serve_until_stopped(start_server(server_config(args), args.log))
+    return serve_until_stopped(start_server(server_config(args), args.log), args.drain_timeout_s)
 
 
 def run_predict(args: argparse.Namespace) -> int:
