@@ -111,33 +111,47 @@ def test_a_region_unregistered_behind_the_client_is_registered_again(served, stu
         assert _ours(_registered(url)) == [name]
 
 
-KILLED_CLIENT = textwrap.dedent(
+UNCLOSED_CLIENT = textwrap.dedent(
     """
     import os, signal, sys
     from aln.client import AlnClient, ImageInput
     data = open(sys.argv[2], "rb").read()
-    client = AlnClient(sys.argv[1], shared_memory=True)
+    client = AlnClient(sys.argv[1], shared_memory=True)  # never closed
     client.predict(ImageInput(data, lesion=(float(sys.argv[3]), float(sys.argv[4]))), sys.argv[5])
     print(os.getpid(), flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
+    if sys.argv[6] == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
     """
 )
 
 
-def test_regions_of_a_killed_client_are_reaped_by_the_next_client(served, studies, tmp_path):
+def _unclosed_client(url, study, tmp_path, ending: str) -> subprocess.CompletedProcess:
     import json
 
-    _, _, url = served
-    study = studies[0]
     dicom = tmp_path / "study.dcm"
     dicom.write_bytes(study.primary.dicom)
-    run = subprocess.run(
-        [sys.executable, "-c", KILLED_CLIENT, url, str(dicom), *map(str, study.primary.lesion)]
-        + [json.dumps(study.clinical)],
+    return subprocess.run(
+        [sys.executable, "-c", UNCLOSED_CLIENT, url, str(dicom), *map(str, study.primary.lesion)]
+        + [json.dumps(study.clinical), ending],
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_a_client_never_closed_releases_its_regions_at_exit(served, studies, tmp_path):
+    _, _, url = served
+    run = _unclosed_client(url, studies[0], tmp_path, "exit")
+    assert run.returncode == 0, run.stderr
+    pid = run.stdout.split()[0]
+    assert not [n for n in _registered(url) if f"_{pid}_" in n]
+    assert not [n for n in os.listdir("/dev/shm") if f"_{pid}_" in n]
+
+
+def test_regions_of_a_killed_client_are_reaped_by_the_next_client(served, studies, tmp_path):
+    _, _, url = served
+    study = studies[0]
+    run = _unclosed_client(url, study, tmp_path, "kill")
     assert run.returncode == -signal.SIGKILL, run.stderr
     pid = run.stdout.split()[0]
     left = [n for n in _registered(url) if f"_{pid}_" in n]
