@@ -42,7 +42,7 @@ def test_every_seed_preprocesses_cleanly_before_mutation():
 
 def test_codestream_mutations_land_inside_the_compressed_fragment():
     rng = np.random.default_rng(0)
-    for data, region in seeds()[1:]:  # every compressed seed
+    for data, _ in seeds()[1:]:  # every compressed seed
         span = codestream_span(data)
         assert span is not None and span[1] > span[0]
         points = structure_points(data, span)
