@@ -29,16 +29,26 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return 0
+
+
 def server_rss_mb(pid: int) -> float:
     """Resident memory of a process and its descendants (the Python-backend stubs), MB."""
-    total = 0
+    return round(sum(_rss_kb(current) for current in process_tree(pid)) / 1024, 1)
+
+
+def rss_mb_by_component(pid: int) -> dict[str, float]:
+    """Resident memory of ``pid``'s tree in MB, summed per :func:`component`."""
+    totals: dict[str, float] = {}
     for current in process_tree(pid):
-        try:
-            with open(f"/proc/{current}/status") as fh:
-                total += next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
-        except (OSError, StopIteration):
-            continue
-    return round(total / 1024, 1)
+        name = component(current)
+        totals[name] = totals.get(name, 0.0) + _rss_kb(current) / 1024
+    return totals
 
 
 def component(pid: int) -> str:

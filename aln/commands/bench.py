@@ -25,6 +25,7 @@ BENCHMARKS = {
     "baseline": ("baseline", "serve the naive baseline (one process, eager torch, gRPC)"),
     "fuzz": ("fuzz_preprocessing", "mutation fuzzing of the preprocessing"),
     "overload": ("overload", "open-loop overload, shedding and recovery of the ensemble"),
+    "soak": ("soak", "memory, throughput and p99 under sustained load at half capacity"),
 }
 
 

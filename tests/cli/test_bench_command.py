@@ -24,6 +24,7 @@ OWN_OPTION = {
     "report": "results",
     "fuzz": "--cases",
     "overload": "--factor",
+    "soak": "--duration-min",
     "baseline": "--skip-absent-auxiliary",
 }
 

@@ -137,3 +137,35 @@ def test_locust_headless_run_counts_requests_and_invalid_ones_as_the_right_failu
         f["Name"].startswith("invalid/") and "INVALID_ARGUMENT" in f["Error"] for f in failures
     )
     assert (tmp_path / "locust.html").stat().st_size > 1000
+
+
+def test_a_short_soak_answers_everything_and_our_processes_stay_flat(served):
+    """The soak benchmark's short version: 40 s at 2 studies/s, a leak in our code shows.
+
+    The Python-backend processes (our preprocessing and engine code) must stay within 10% over
+    the second half; about 40 studies pass in it, so a leak of 5 MB per study would add 200 MB
+    to processes of about 1 GB. Triton's core is bounded loosely (its receive buffers and pools
+    grow through the first minutes; the 30-minute soak measures where it levels off).
+    """
+    import asyncio
+
+    from aln.benchmarks import soak
+
+    server, _, url = served
+    studies = workload.synthetic(soak.SOAK_SYNTAXES, auxiliary=True, per_syntax=1)
+    duration_s = 40.0
+    record = asyncio.run(
+        soak.offer(url, studies, 2.0, duration_s, server_pid=server.pid, sample_s=2.0)
+    )
+    assert record.errors == {} and len(record.completions) > 40
+    assert {"tritonserver", "preprocess", "backbone_primary"} <= set(record.memory[-1][1])
+    half = [mb for t, mb in record.memory if t >= duration_s / 2]
+
+    def ours(mb):
+        return sum(v for name, v in mb.items() if name != "tritonserver")
+
+    assert ours(half[-1]) < 1.10 * ours(half[0]), [round(ours(mb)) for mb in half]
+    assert half[-1]["tritonserver"] < 1.5 * half[0]["tritonserver"]
+    windows = soak.per_window(record, 10.0)
+    assert sum(w["throughput_per_s"] for w in windows) > 0
+    assert soak.verdict(record, windows, duration_s)["memory_mb_second_half_mean"] > 0
