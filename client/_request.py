@@ -186,7 +186,10 @@ class Attempts:
             raise InferenceTimeoutError(error.message, "DEADLINE_EXCEEDED") from exc
         if not is_retryable(error) or self.attempt >= self.retry.max_attempts:
             raise error from exc
-        return min(self.retry.backoff_s(self.attempt), max(self.deadline - time.monotonic(), 0))
+        pause = self.retry.backoff_s(self.attempt)
+        if time.monotonic() + pause >= self.deadline:
+            raise error from exc  # no time for another try: the server's refusal, with its cause
+        return pause
 
 
 def clinical_json(clinical: Mapping[str, Any] | str) -> bytes:

@@ -166,7 +166,8 @@ class RegionPool:
         self._regions: dict[str, Region] = {}
         self._largest = 0
         start = process_start(os.getpid()) or "0"
-        self._prefix = f"{PREFIX}_{_host_tag()}_{os.getpid()}_{start}_{secrets.token_hex(4)}"
+        self.prefix = f"{PREFIX}_{_host_tag()}_{os.getpid()}_{start}_{secrets.token_hex(4)}"
+        """The names of this pool's regions: ``<prefix>_<serial>``."""
         self._serial = count()
 
     def take(self, nbytes: int) -> tuple[Region, bool]:
@@ -179,7 +180,7 @@ class RegionPool:
                     self._lent.add(region.name)
                     return region, False
             size = -(-self._largest // GRANULE) * GRANULE
-            region = Region(f"{self._prefix}_{next(self._serial)}", size)
+            region = Region(f"{self.prefix}_{next(self._serial)}", size)
             self._regions[region.name] = region
             self._lent.add(region.name)
             return region, True

@@ -116,6 +116,40 @@ def test_deadline_bounds_the_retries():
     )
 
 
+def test_a_server_that_stays_unavailable_is_reported_with_its_cause_before_the_deadline():
+    """All replicas down: the refusal itself, not a timeout and never a wait past the deadline."""
+    fake = FakeTriton(["StatusCode.UNAVAILABLE"] * 100)
+    start = time.monotonic()
+    with pytest.raises(ModelUnavailableError) as info:
+        _client(fake).predict(ImageInput(b"x", (1, 1)), "{}", timeout_s=1.0)
+    assert time.monotonic() - start < 1.0 and len(fake.calls) > 1
+    assert isinstance(info.value.__cause__, InferenceServerException)
+
+
+def test_passing_server_states_are_retried_and_others_are_not():
+    reloading = "Request for unknown model: 'aln_ensemble' has no available versions"
+    dead_stub = "in ensemble 'aln_ensemble', Stub process 'preprocess_0_1' is not healthy."
+
+    class Then(FakeTriton):
+        def infer(self, *args, **kwargs):
+            self.calls.append(None)
+            if self.errors:
+                status, message = self.errors.pop(0)
+                raise InferenceServerException(message, status=status)
+            raise AssertionError("answered")  # stands for the answer after the retries
+
+    fake = Then([("StatusCode.NOT_FOUND", reloading), ("StatusCode.INTERNAL", dead_stub)])
+    with pytest.raises(AssertionError, match="answered"):
+        _client(fake, retry=RetryPolicy(initial_backoff_s=0.01)).predict(
+            ImageInput(b"x", (1, 1)), "{}"
+        )
+    assert len(fake.calls) == 3
+    unknown = Then([("StatusCode.NOT_FOUND", "Request for unknown model: 'nope'")])
+    with pytest.raises(ModelUnavailableError):
+        _client(unknown).predict(ImageInput(b"x", (1, 1)), "{}")
+    assert len(unknown.calls) == 1
+
+
 def test_answer_after_the_deadline_is_a_timeout():
     with pytest.raises(InferenceTimeoutError, match="after the deadline"):
         _client(FakeTriton([0.3])).predict(ImageInput(b"x", (1, 1)), "{}", timeout_s=0.1)
