@@ -8,11 +8,9 @@ where a served study's CPU goes: the Triton core, each preprocess instance, each
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
-_INSTANCE = re.compile(r"\s(\w+?)_\d+_\d+\s")
 
 
 def process_tree(pid: int) -> list[int]:
@@ -53,14 +51,16 @@ def rss_mb_by_component(pid: int) -> dict[str, float]:
 
 def component(pid: int) -> str:
     """``tritonserver``, a Python-backend model name (``preprocess``, ...) or the program name."""
+    from aln.serving.supervisor import stub_of
+
+    stub = stub_of(pid)
+    if stub is not None:
+        return stub.model
     try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
     except OSError:
         return "gone"
-    match = _INSTANCE.search(command + " ")
-    if "triton_python_backend_stub" in command and match:
-        return match.group(1)
-    return Path(command.split(" ", 1)[0]).name or "unknown"
+    return Path(command).name or "unknown"
 
 
 def cpu_seconds(pid: int) -> dict[str, float]:

@@ -95,8 +95,28 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
+def stub_of(pid: int) -> Stub | None:
+    """The model instance stub that process ``pid`` runs, None for any other process.
+
+    Instance stubs are started as ``triton_python_backend_stub <repo>/<model>/<version>/model.py
+    ... <model>_<group>_<index> ...``; a stub named after the model alone only runs while the
+    model loads (config auto-completion) and exits by design, so it is not an instance.
+    """
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            argv = cmdline.read().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    if len(argv) < 9 or not argv[0].endswith(STUB_BINARY):
+        return None
+    model, instance = Path(argv[1]).parent.parent.name, argv[8]
+    if not re.fullmatch(rf"{re.escape(model)}_\d+_\d+", instance):
+        return None
+    return Stub(pid, model, instance)
+
+
 def stubs_of(server_pid: int) -> list[Stub]:
-    """The running stub processes of model instances whose parent is ``server_pid``.
+    """The running instance stubs whose parent is ``server_pid``.
 
     A dead stub (a zombie) has no command line any more: :class:`StubSupervisor` remembers the
     stubs it has seen running and asks :func:`death` about each.
@@ -108,18 +128,9 @@ def stubs_of(server_pid: int) -> list[Stub]:
         fields = _stat(int(entry))
         if fields is None or int(fields[1]) != server_pid:
             continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                argv = cmdline.read().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if not argv or not argv[0].endswith(STUB_BINARY) or len(argv) < 9:
-            continue
-        model, instance = Path(argv[1]).parent.parent.name, argv[8]
-        # instance stubs are '<model>_<group>_<index>'; a stub named after the model alone only
-        # runs while the model loads (config auto-completion) and exits by design
-        if re.fullmatch(rf"{re.escape(model)}_\d+_\d+", instance):
-            found.append(Stub(int(entry), model, instance))
+        stub = stub_of(int(entry))
+        if stub is not None:
+            found.append(stub)
     return found
 
 
