@@ -269,11 +269,17 @@ class EmbeddedServer:
         return False
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
-        """Stop with SIGTERM (Triton drains in-flight requests), then SIGKILL if it hangs."""
+        """Stop with SIGTERM, then SIGKILL if it hangs; a supervised server drains first.
+
+        Triton 2.51 can hang on SIGTERM while it unloads a Python-backend model that served
+        ensemble requests; with the ensemble unloaded first (:meth:`drain`) it exits at once.
+        """
         if self.supervisor is not None:
             self.supervisor.stop()  # first: stubs exiting on shutdown are not crashes
         if self.process is None:
             return None
+        if self._api_key is not None and self.process.poll() is None:
+            self.drain(timeout_s)
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:

@@ -28,7 +28,11 @@ def served(tmp_path_factory):
         {"max_batch": 8, "preprocess_instances": 2, "max_queue_delay_us": 5000},
     )
     config = ServerConfig(
-        repo, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port()
+        repo,
+        grpc_port=free_port(),
+        http_port=free_port(),
+        metrics_port=free_port(),
+        supervise_stubs=True,  # as `aln serve` runs it; and a drained stop exits at once
     )
     log = work / "tritonserver.log"
     server = EmbeddedServer(config, log=log).start()
@@ -110,7 +114,11 @@ def serve_repository(tmp_path_factory):
     @contextlib.contextmanager
     def start(repo):
         config = ServerConfig(
-            repo, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port()
+            repo,
+            grpc_port=free_port(),
+            http_port=free_port(),
+            metrics_port=free_port(),
+            supervise_stubs=True,
         )
         log = Path(repo).parent / "tritonserver.log"
         server = EmbeddedServer(config, log=log).start()

@@ -66,7 +66,7 @@ def test_a_segfaulted_stub_of_each_model_is_restored_and_no_request_is_lost(supe
     recovery_s = {}
     try:
         for model in MODELS:
-            time.sleep(3.0)  # requests retried through the last restore have drained
+            time.sleep(2.0)  # requests retried through the last restore have drained
             stub = next(s for s in stubs_of(server.pid) if s.model == model)
             killed = time.monotonic()
             os.kill(stub.pid, signal.SIGSEGV)

@@ -44,7 +44,11 @@ def test_served_ensemble_and_in_process_give_the_same_auc(cohort, trained, tmp_p
     local = evaluate(score_checkpoint(cases, checkpoint, cohort / ".cache"))
     repo, _ = build_repository(checkpoint, tmp_path / "repo", {"max_batch": 8})
     config = ServerConfig(
-        repo, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port()
+        repo,
+        grpc_port=free_port(),
+        http_port=free_port(),
+        metrics_port=free_port(),
+        supervise_stubs=True,
     )
     with EmbeddedServer(config, log=tmp_path / "server.log") as server:
         server.wait_until_ready(contract.ENSEMBLE, timeout_s=180)
