@@ -118,6 +118,8 @@ def load_checkpoint(folder: Path, *, verify_digest: bool = True) -> tuple[AlnNet
     if extra:
         raise CheckpointError(f"Weight '{extra[0]}' in {weights} is not part of the model")
     net.load_state_dict(state, strict=True)
+    if manifest.calibration is not None:
+        net.fusion_head.set_calibration(manifest.calibration.slope, manifest.calibration.intercept)
     return net.eval(), manifest
 
 

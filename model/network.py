@@ -20,6 +20,10 @@ class FusionHead(nn.Module):
     projection is multiplied by the present flag, so a study without an auxiliary image
     contributes exactly zeros from that branch whatever image was fed to it.
 
+    The probability is the calibrated one: ``sigmoid(slope x logit + intercept)`` with the
+    checkpoint's calibration (:meth:`set_calibration`; identity until one is set), so every
+    engine exported from the head serves it; the logit stays the network's raw output.
+
     Args:
         embedding_dim: Width of each backbone embedding.
         clinical_dim: Width of the encoded clinical vector (0 to disable the clinical branch).
@@ -48,6 +52,14 @@ class FusionHead(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden_dim, 1),
         )
+        # Not in the state dict: the calibration lives in the manifest, fitted after training.
+        self.register_buffer("calibration_slope", torch.ones(1), persistent=False)
+        self.register_buffer("calibration_intercept", torch.zeros(1), persistent=False)
+
+    def set_calibration(self, slope: float = 1.0, intercept: float = 0.0) -> None:
+        """Map logits to probabilities as ``sigmoid(slope x logit + intercept)`` from now on."""
+        self.calibration_slope.fill_(slope)
+        self.calibration_intercept.fill_(intercept)
 
     def forward(
         self,
@@ -65,7 +77,7 @@ class FusionHead(nn.Module):
             clinical_vector: float32 (N, C).
 
         Returns:
-            ``(logit, probability)``, each float32 (N, 1).
+            ``(raw logit, calibrated probability)``, each float32 (N, 1).
         """
         features = torch.cat(
             [
@@ -77,7 +89,7 @@ class FusionHead(nn.Module):
             dim=1,
         )
         logit = self.mlp(features)
-        return logit, torch.sigmoid(logit)
+        return logit, torch.sigmoid(logit * self.calibration_slope + self.calibration_intercept)
 
 
 class AlnNet(nn.Module):

@@ -10,9 +10,13 @@ adds the checks that need the network (backbone widths, weights).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from aln.preprocessing import contract
 from aln.preprocessing.clinical import ClinicalSchema
@@ -21,12 +25,92 @@ from aln.preprocessing.errors import ConfigurationError, InvalidRequestError, Ma
 
 MANIFEST_FILE = "manifest.json"
 """The manifest's file name, in a checkpoint, an export folder and a served repository."""
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Version 2 added the typed ``auxiliary`` field; version 1 manifests are read and migrated."""
 UNTRAINED_DEMO = {
     "status": "untrained demo",
     "clinical_validity": "none: demo weights, never trained on patient data",
 }
+
+
+CALIBRATION_METHODS = ("platt", "temperature")
+"""``platt``: probability = sigmoid(slope x logit + intercept); ``temperature``: intercept 0."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The map from the network's logit to a calibrated probability, fitted after training.
+
+    Attributes:
+        method: One of :data:`CALIBRATION_METHODS`.
+        slope: Multiplies the logit (1 / temperature); positive, so ranking (AUC) is unchanged.
+        intercept: Added after (0 for temperature scaling).
+        fitted_on: The split it was fitted on (the validation split).
+        cases: How many cases it was fitted on.
+    """
+
+    method: str
+    slope: float
+    intercept: float
+    fitted_on: str
+    cases: int
+
+    def apply(self, logit: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
+        """Calibrated probabilities of raw logits."""
+        z = self.slope * np.asarray(logit, dtype=np.float64) + self.intercept
+        return 1.0 / (1.0 + np.exp(-z))
+
+    @classmethod
+    def from_dict(cls, raw: object, source: str) -> Calibration | None:
+        """Check and build the manifest's ``calibration`` (None: uncalibrated).
+
+        Raises:
+            ManifestError: Naming the field (``calibration.slope``, ...) and what it must be.
+        """
+        if raw is None:
+            return None
+        if not isinstance(raw, dict) or set(raw) != {f.name for f in fields(cls)}:
+            raise ManifestError(
+                f"Manifest key 'calibration' in {source} is {raw!r}, it must be null or an "
+                "object with method, slope, intercept, fitted_on and cases"
+            )
+        if raw["method"] not in CALIBRATION_METHODS:
+            raise ManifestError(
+                f"Manifest key 'calibration.method' in {source} is {raw['method']!r}, it must be "
+                f"one of {', '.join(CALIBRATION_METHODS)}"
+            )
+        for name in ("slope", "intercept"):
+            value = raw[name]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ManifestError(
+                    f"Manifest key 'calibration.{name}' in {source} is {value!r}, not a number"
+                )
+            if not math.isfinite(value):
+                raise ManifestError(
+                    f"Manifest key 'calibration.{name}' in {source} is {value!r}, not finite"
+                )
+        if raw["slope"] <= 0:
+            raise ManifestError(
+                f"Manifest key 'calibration.slope' in {source} is {raw['slope']!r}, it must be "
+                "above 0 (a slope at or below 0 would reverse or erase the ranking)"
+            )
+        if raw["method"] == "temperature" and raw["intercept"] != 0:
+            raise ManifestError(
+                f"Manifest key 'calibration.intercept' in {source} is {raw['intercept']!r}; "
+                "temperature scaling has none (0)"
+            )
+        if not isinstance(raw["fitted_on"], str) or not isinstance(raw["cases"], int):
+            raise ManifestError(
+                f"Manifest keys 'calibration.fitted_on' and 'calibration.cases' in {source} must "
+                "be a split name and a case count"
+            )
+        return cls(
+            raw["method"],
+            float(raw["slope"]),
+            float(raw["intercept"]),
+            raw["fitted_on"],
+            raw["cases"],
+        )
 
 
 @dataclass(frozen=True)
@@ -49,6 +133,8 @@ class Manifest:
         input_size: Crop side the backbones take.
         normalisation: ImageNet mean and std applied by the preprocessing.
         preprocessing_version: :data:`aln.preprocessing.contract.PREPROCESSING_VERSION`.
+        calibration: The logit-to-probability map fitted on validation data, or None
+            (uncalibrated: demo weights, checkpoints of earlier versions).
         format_version: Manifest format version.
         created_utc: ISO time of saving.
     """
@@ -72,6 +158,7 @@ class Manifest:
         }
     )
     preprocessing_version: str = contract.PREPROCESSING_VERSION
+    calibration: Calibration | None = None
     format_version: int = FORMAT_VERSION
     created_utc: str = ""
 
@@ -154,7 +241,8 @@ class Manifest:
             raise ManifestError(f"Manifest key 'crop' in {source}: {exc}") from exc
         except ConfigurationError as exc:
             raise ManifestError(f"Manifest {source}: {exc}") from exc
-        manifest = cls(**{**raw, "crop": crop})
+        calibration = Calibration.from_dict(raw["calibration"], source)
+        manifest = cls(**{**raw, "crop": crop, "calibration": calibration})
         if manifest.clinical_dim != schema.width:
             raise ManifestError(
                 f"Manifest key 'clinical_dim' is {manifest.clinical_dim} but the clinical schema "
@@ -197,11 +285,15 @@ def _migrate(raw: dict[str, Any], source: str) -> dict[str, Any]:
         raw["auxiliary"] = (
             bool(config.get("auxiliary", False)) if isinstance(config, dict) else True
         )
+        version = 2
+    if version == 2:
+        # Version 2 had no calibration: every such model is uncalibrated.
+        raw["calibration"] = None
         raw["format_version"] = FORMAT_VERSION
     elif version != FORMAT_VERSION:
         raise ManifestError(
             f"Manifest key 'format_version' in {source} is {version!r}, this code reads versions "
-            f"1 and {FORMAT_VERSION}"
+            f"1 to {FORMAT_VERSION}"
         )
     return raw
 

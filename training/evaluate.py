@@ -23,6 +23,7 @@ from aln.training.cohort import SPLITS, Case
 from aln.training.metrics import (
     brier,
     calibration_curve,
+    calibration_summary,
     choose_threshold,
     delong_auc,
     operating_point,
@@ -37,14 +38,17 @@ class Score:
     Attributes:
         case_id: Case identifier.
         label: 1 or 0.
-        score: Predicted probability.
+        score: Predicted probability (calibrated, when the model has a calibration).
         split: Split name.
+        logit: The network's raw logit, when known (in process, served, or a ``logit`` column):
+            the report then shows calibration before and after.
     """
 
     case_id: str
     label: int
     score: float
     split: str
+    logit: float | None = None
 
 
 def score_checkpoint(
@@ -55,15 +59,16 @@ def score_checkpoint(
 
     from aln.model.checkpoint import load_checkpoint
     from aln.training.dataset import CropCache
-    from aln.training.trainer import predict_prepared, prepare
+    from aln.training.trainer import predict_outputs, prepare
 
     net, manifest = load_checkpoint(checkpoint)
     with tempfile.TemporaryDirectory() as scratch:
         cache = CropCache(cache_dir or Path(scratch), manifest.crop)
         data = prepare(cases, cache, manifest.schema, manifest.auxiliary, "scoring")
-    scores = predict_prepared(net, data)
+    logits, scores = predict_outputs(net, data)
     return [
-        Score(c.case_id, c.label, float(s), c.split) for c, s in zip(cases, scores, strict=True)
+        Score(c.case_id, c.label, float(s), c.split, float(z))
+        for c, s, z in zip(cases, scores, logits, strict=True)
     ]
 
 
@@ -98,13 +103,13 @@ def score_server(
     with AlnClient(url, timeout_s=120) as client:
         predictions = client.predict_many(studies, concurrency=concurrency)
     return [
-        Score(c.case_id, c.label, float(p.probability), c.split)  # type: ignore[union-attr]
+        Score(c.case_id, c.label, float(p.probability), c.split, float(p.logit))  # type: ignore[union-attr]
         for c, p in zip(cases, predictions, strict=True)
     ]
 
 
 def read_predictions(path: Path) -> list[Score]:
-    """Scores from a CSV with columns ``label``, ``score``, ``split`` (and optional ``case_id``).
+    """Scores from a CSV: ``label``, ``score``, ``split`` (optional ``case_id`` and ``logit``).
 
     Raises:
         ValueError: A missing column or an unparsable value, naming the line.
@@ -123,6 +128,7 @@ def read_predictions(path: Path) -> list[Score]:
                         int(row["label"]),
                         float(row["score"]),
                         row["split"],
+                        float(row["logit"]) if row.get("logit") else None,
                     )
                 )
             except ValueError as exc:
@@ -134,9 +140,10 @@ def write_predictions(scores: list[Score], path: Path) -> None:
     """Write scores in the format :func:`read_predictions` reads."""
     with Path(path).open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["case_id", "label", "score", "split"])
+        writer.writerow(["case_id", "label", "score", "split", "logit"])
         for s in scores:
-            writer.writerow([s.case_id, s.label, f"{s.score:.8f}", s.split])
+            logit = "" if s.logit is None else f"{s.logit:.8f}"
+            writer.writerow([s.case_id, s.label, f"{s.score:.8f}", s.split, logit])
 
 
 def evaluate(
@@ -189,6 +196,15 @@ def evaluate(
         entry["operating_point"] = operating_point(labels, values, threshold)
         entry["brier"] = brier(labels, values)
         entry["calibration"] = calibration_curve(labels, values)
+        entry["calibration_metrics"] = calibration_summary(labels, values)
+        logits = [s.logit for s in by_split[split]]
+        if all(z is not None for z in logits):
+            raw = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+            entry["uncalibrated"] = {
+                "auc": delong_auc(labels, raw).auc if 0 < labels.sum() < labels.size else None,
+                **calibration_summary(labels, raw),
+                "curve": calibration_curve(labels, raw),
+            }
         report["splits"][split] = entry
     return report
 
@@ -208,8 +224,9 @@ def markdown_table(report: dict[str, Any], title: str = "Model") -> str:
         f"Threshold {report['threshold']['value']:.3f} ({report['threshold']['rule']}, "
         f"chosen on {report['threshold']['chosen_on']})",
         "",
-        "| split | n (pos) | AUC (95% CI) | p | sensitivity | specificity | PPV | NPV | Brier |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| split | n (pos) | AUC (95% CI) | p | sensitivity | specificity | PPV | NPV | Brier | ECE"
+        " (before calibration) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for split, entry in report["splits"].items():
         point = entry["operating_point"]
@@ -218,7 +235,10 @@ def markdown_table(report: dict[str, Any], title: str = "Model") -> str:
             f"| {split} | {entry['n']} ({entry['n_positive']}) | {ci(entry, 'auc')} | "
             f"{'n/a' if p is None else ('<0.001' if p < 0.001 else f'{p:.3f}')} | "
             f"{ci(point, 'sensitivity')} | {ci(point, 'specificity')} | {ci(point, 'ppv')} | "
-            f"{ci(point, 'npv')} | {entry['brier']:.3f} |"
+            f"{ci(point, 'npv')} | {entry['brier']:.3f} | "
+            f"{entry['calibration_metrics']['ece']:.3f}"
+            + (f" ({entry['uncalibrated']['ece']:.3f})" if "uncalibrated" in entry else "")
+            + " |"
         )
     return "\n".join(lines) + "\n"
 
@@ -261,8 +281,18 @@ def plot_report(
             [c["observed"] for c in curve],
             "o-",
             color=line.get_color(),
-            label=f"{split}: Brier {entry['brier']:.3f}",
+            label=f"{split}: ECE {entry['calibration_metrics']['ece']:.3f}",
         )
+        raw = entry.get("uncalibrated")
+        if raw is not None:  # the same split before calibration, dashed
+            cal_ax.plot(
+                [c["mean_predicted"] for c in raw["curve"]],
+                [c["observed"] for c in raw["curve"]],
+                "x--",
+                color=line.get_color(),
+                alpha=0.6,
+                label=f"{split} before calibration: ECE {raw['ece']:.3f}",
+            )
     roc_ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
     roc_ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC (95% bootstrap band)")
     roc_ax.legend(loc="lower right", fontsize=8)

@@ -259,6 +259,55 @@ def calibration_curve(
     return curve
 
 
+def expected_calibration_error(
+    labels: npt.ArrayLike, scores: npt.ArrayLike, bins: int = 10
+) -> float:
+    """Mean |observed - predicted| over equal-width probability bins, weighted by bin size."""
+    curve = calibration_curve(labels, scores, bins)
+    total = sum(b["n"] for b in curve)
+    return float(sum(b["n"] * abs(b["observed"] - b["mean_predicted"]) for b in curve) / total)
+
+
+def logistic_fit(
+    x: npt.ArrayLike, labels: npt.ArrayLike, *, intercept: bool = True, iterations: int = 100
+) -> tuple[float, float]:
+    """``(slope, intercept)`` of P(label) = sigmoid(slope x + intercept) by maximum likelihood.
+
+    Newton's method on the two-parameter log loss (one parameter without ``intercept``), with a
+    tiny ridge so separable data stays finite.
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    design = np.stack([x, np.ones_like(x)], axis=1) if intercept else x[:, None]
+    theta = np.zeros(design.shape[1])  # p = 0.5 everywhere: Newton converges from here
+    ridge = 1e-6 * np.eye(design.shape[1])
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-np.clip(design @ theta, -500, 500)))
+        gradient = design.T @ (p - y) + ridge @ theta
+        hessian = (design * (p * (1 - p))[:, None]).T @ design + ridge
+        step = np.linalg.solve(hessian, gradient)
+        theta -= step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return float(theta[0]), float(theta[1]) if intercept else 0.0
+
+
+def calibration_summary(labels: npt.ArrayLike, scores: npt.ArrayLike) -> dict[str, float]:
+    """ECE, Brier score, and the calibration slope and intercept (ideal: 1 and 0).
+
+    The slope and intercept are those of a logistic fit of the labels on the logit of the
+    probabilities: below 1, predictions are too extreme; above 1, too timid.
+    """
+    s = np.clip(np.asarray(scores, dtype=np.float64).reshape(-1), 1e-12, 1 - 1e-12)
+    slope, intercept = logistic_fit(np.log(s / (1 - s)), labels)
+    return {
+        "ece": expected_calibration_error(labels, s),
+        "brier": brier(labels, s),
+        "slope": slope,
+        "intercept": intercept,
+    }
+
+
 def roc_curve(labels: npt.ArrayLike, scores: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
     """False- and true-positive rates at every distinct threshold, from (0, 0) to (1, 1)."""
     y, s = _check(labels, scores)

@@ -28,6 +28,7 @@ from aln.preprocessing.clinical import ClinicalSchema
 from aln.preprocessing.crop import CropSpec, normalise
 from aln.preprocessing.manifest import Manifest
 from aln.training.augment import augment
+from aln.training.calibration import fit_calibration
 from aln.training.cohort import Case
 from aln.training.dataset import CaseInputs, CropCache, load_case
 from aln.training.metrics import delong_auc
@@ -55,6 +56,9 @@ class TrainConfig:
         init_weights: Local pretrained backbone weights.
         threads: torch CPU threads.
         model_name: Served model name (default ``aln_<backbone>``).
+        calibration: How the logit is mapped to a probability after model selection, fitted on
+            the validation split (:func:`aln.training.calibration.fit_calibration`): ``platt``
+            or ``temperature``.
     """
 
     backbone: str = DEFAULT_BACKBONE
@@ -73,6 +77,7 @@ class TrainConfig:
     init_weights: Path | None = None
     threads: int | None = None
     model_name: str | None = None
+    calibration: str = "platt"
 
 
 @dataclass(frozen=True)
@@ -148,15 +153,29 @@ def _tensors(
 
 
 @torch.inference_mode()
-def predict_prepared(net: AlnNet, data: Prepared, batch_size: int = 16) -> npt.NDArray[np.float64]:
-    """Probabilities for prepared inputs (no augmentation), float64 (n,)."""
+def predict_outputs(
+    net: AlnNet, data: Prepared, batch_size: int = 16
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """``(raw logits, probabilities)`` for prepared inputs (no augmentation), float64 (n,)."""
     net.eval()
-    out = []
+    logits, probabilities = [], []
     for start in range(0, len(data.labels), batch_size):
         index = np.arange(start, min(start + batch_size, len(data.labels)))
         primary, auxiliary, present, clinical, _ = _tensors(data, index, None)
-        out.append(net(primary, auxiliary, present, clinical)[1].numpy().reshape(-1))
-    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+        logit, probability = net(primary, auxiliary, present, clinical)
+        logits.append(logit.numpy().reshape(-1))
+        probabilities.append(probability.numpy().reshape(-1))
+    if not logits:
+        return np.zeros(0), np.zeros(0)
+    return (
+        np.concatenate(logits).astype(np.float64),
+        np.concatenate(probabilities).astype(np.float64),
+    )
+
+
+def predict_prepared(net: AlnNet, data: Prepared, batch_size: int = 16) -> npt.NDArray[np.float64]:
+    """Probabilities for prepared inputs (no augmentation), float64 (n,)."""
+    return predict_outputs(net, data, batch_size)[1]
 
 
 def prepare(
@@ -280,6 +299,10 @@ def train(
                 break
     assert best_state is not None
     net.load_state_dict(best_state)
+    # Calibration after model selection, on the same validation split (AUC is unchanged by it).
+    val_logits, _ = predict_outputs(net, val_data)
+    calibration = fit_calibration(val_logits, val_data.labels, config.calibration, "val")
+    net.fusion_head.set_calibration(calibration.slope, calibration.intercept)
 
     summary: dict[str, Any] = {
         "status": "trained",
@@ -309,6 +332,7 @@ def train(
         auxiliary=config.auxiliary,
         hidden_dim=net.fusion_head.hidden_dim,
         training=summary,
+        calibration=calibration,
     )
     save_checkpoint(net, manifest, out)
     _write_log(Path(out), history, summary)

@@ -25,6 +25,12 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--patience", type=int, default=4)
+    parser.add_argument(
+        "--calibration",
+        choices=("platt", "temperature"),
+        default="platt",
+        help="logit-to-probability map fitted on the validation split after model selection",
+    )
     parser.add_argument("--lr-backbone", type=float, default=1e-4)
     parser.add_argument("--lr-head", type=float, default=1e-3)
     parser.add_argument("--no-augment", action="store_true")
@@ -101,6 +107,7 @@ def _config(args: argparse.Namespace, **overrides: Any) -> Any:
         epochs=args.epochs,
         batch_size=args.batch_size,
         patience=args.patience,
+        calibration=args.calibration,
         lr_backbone=args.lr_backbone,
         lr_head=args.lr_head,
         augment=not args.no_augment,

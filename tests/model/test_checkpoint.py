@@ -8,7 +8,7 @@ from aln.model.checkpoint import load_checkpoint, new_demo_checkpoint
 from aln.model.errors import CheckpointError, ModelError
 from aln.preprocessing.crop import CropSpec
 from aln.preprocessing.errors import ManifestError
-from aln.preprocessing.manifest import read_manifest
+from aln.preprocessing.manifest import FORMAT_VERSION, read_manifest
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +99,64 @@ def test_version_1_manifests_are_migrated(demo, tmp_path, training, auxiliary):
     """Version 1 kept the auxiliary flag in the training config; it is now a typed field."""
     target = _copy(demo, tmp_path)
     raw = json.loads((target / "manifest.json").read_text())
-    del raw["auxiliary"]
+    del raw["auxiliary"], raw["calibration"]
     raw.update(format_version=1, training=training)
     (target / "manifest.json").write_text(json.dumps(raw))
     manifest = read_manifest(target)
-    assert manifest.auxiliary is auxiliary and manifest.format_version == 2
+    assert manifest.auxiliary is auxiliary and manifest.format_version == FORMAT_VERSION
+    assert manifest.calibration is None
+
+
+def test_version_2_manifests_are_uncalibrated(demo, tmp_path):
+    target = _copy(demo, tmp_path)
+    raw = json.loads((target / "manifest.json").read_text())
+    del raw["calibration"]
+    raw.update(format_version=2)
+    (target / "manifest.json").write_text(json.dumps(raw))
+    assert read_manifest(target).calibration is None
+
+
+@pytest.mark.parametrize(
+    ("calibration", "named"),
+    [
+        ("platt", "'calibration' .* must be null or an object"),
+        (
+            {"method": "isotonic", "slope": 1, "intercept": 0, "fitted_on": "val", "cases": 9},
+            "'calibration.method' .* 'isotonic'",
+        ),
+        (
+            {"method": "platt", "slope": -0.5, "intercept": 0, "fitted_on": "val", "cases": 9},
+            "'calibration.slope' .* above 0",
+        ),
+        (
+            {"method": "platt", "slope": "1", "intercept": 0, "fitted_on": "val", "cases": 9},
+            "'calibration.slope' .* not a number",
+        ),
+        (
+            {
+                "method": "platt",
+                "slope": 1,
+                "intercept": float("nan"),
+                "fitted_on": "val",
+                "cases": 9,
+            },
+            "'calibration.intercept' .* not finite",
+        ),
+        (
+            {"method": "temperature", "slope": 2, "intercept": 0.3, "fitted_on": "val", "cases": 9},
+            "temperature scaling has none",
+        ),
+    ],
+)
+def test_a_malformed_calibration_is_refused_at_load_naming_the_field(
+    demo, tmp_path, calibration, named
+):
+    target = _copy(demo, tmp_path)
+    raw = json.loads((target / "manifest.json").read_text())
+    raw["calibration"] = calibration
+    (target / "manifest.json").write_text(json.dumps(raw, allow_nan=True))
+    with pytest.raises(ManifestError, match=named):
+        load_checkpoint(target)
 
 
 def test_unknown_backbone_for_demo(tmp_path):

@@ -110,6 +110,27 @@ def test_evaluate_report_files_and_keys(cohort, trained, tmp_path):
     again = evaluate(read_predictions(tmp_path / "predictions.csv"))
     for split, entry in report["splits"].items():
         assert again["splits"][split]["auc"] == pytest.approx(entry["auc"], abs=1e-6)
+        assert "uncalibrated" in again["splits"][split]  # the logit column travels too
+
+
+def test_a_trained_checkpoint_is_calibrated_on_validation_and_keeps_its_ranking(
+    cohort, trained, tmp_path
+):
+    from aln.preprocessing.manifest import read_manifest
+
+    calibration = read_manifest(trained[0]).calibration
+    assert calibration is not None and calibration.method == "platt"
+    assert calibration.fitted_on == "val" and calibration.slope > 0
+    cases = read_cohort(cohort / "manifest.csv")
+    report = evaluate(score_checkpoint(cases, trained[0], cohort / ".cache"))
+    for split in ("val", "test"):
+        entry = report["splits"][split]
+        before, after = entry["uncalibrated"], entry["calibration_metrics"]
+        assert entry["auc"] == pytest.approx(before["auc"], abs=1e-12)  # monotonic map
+        # on the split it was fitted on, the fit is the maximum-likelihood one: slope 1, 0
+        if split == "val":
+            assert after["slope"] == pytest.approx(1.0, abs=1e-3)
+            assert after["intercept"] == pytest.approx(0.0, abs=1e-3)
 
 
 def test_predictions_file_errors(tmp_path):
