@@ -119,12 +119,21 @@ def per_window(record: SoakRecord, window_s: float) -> list[dict[str, Any]]:
     return rows
 
 
-def verdict(record: SoakRecord, windows: list[dict[str, Any]], duration_s: float) -> dict[str, Any]:
+def verdict(
+    memory: list[tuple[float, dict[str, float]]],
+    windows: list[dict[str, Any]],
+    duration_s: float,
+    window_s: float,
+    offered_per_s: float,
+) -> dict[str, Any]:
     """Memory slope over the second half and drift of each window after warm-up.
 
-    The first quarter of the run is warm-up; the windows compared are the complete ones after it.
+    The first quarter of the run is warm-up; the windows compared are the complete ones after it
+    (the last, partial window is left out). With Poisson arrivals a window's throughput follows
+    its arrivals: ``arrival_noise`` is the relative standard deviation of a window's count
+    (``1 / sqrt(rate x window)``), the scale against which the throughput drift is read.
     """
-    half = [(t, sum(mb.values())) for t, mb in record.memory if t >= duration_s / 2]
+    half = [(t, sum(mb.values())) for t, mb in memory if t >= duration_s / 2]
     slope = (
         float(np.polyfit([t for t, _ in half], [m for _, m in half], 1)[0])
         if len(half) > 1
@@ -132,9 +141,13 @@ def verdict(record: SoakRecord, windows: list[dict[str, Any]], duration_s: float
     )
     mean = float(np.mean([m for _, m in half])) if half else 0.0
     growth = slope * 600 / mean if mean else 0.0
-    window_s = duration_s / max(len(windows), 1)
-    steady = [w for w in windows if w["window"] * window_s >= duration_s / 4 and w["p99_ms"]]
-    steady = [w for w in steady if (w["window"] + 1) * window_s <= duration_s]
+    steady = [
+        w
+        for w in windows
+        if w["window"] * window_s >= duration_s / 4
+        and (w["window"] + 1) * window_s <= duration_s
+        and w["p99_ms"]
+    ]
     first = steady[0] if steady else None
     drift = {"throughput": 0.0, "p99": 0.0}
     if first:
@@ -150,8 +163,27 @@ def verdict(record: SoakRecord, windows: list[dict[str, Any]], duration_s: float
         "memory_plateaus": growth < MEMORY_GROWTH_PER_10_MIN,
         "max_throughput_drift": round(drift["throughput"], 3),
         "max_p99_drift": round(drift["p99"], 3),
+        "arrival_noise": round(1 / math.sqrt(offered_per_s * window_s), 3),
         "steady": bool(first) and max(drift.values()) <= DRIFT,
     }
+
+
+def verdict_of(path: Path) -> dict[str, Any]:
+    """The verdict of a recorded run, from its result file's windows and memory samples."""
+    import json
+
+    report = json.loads(Path(path).read_text())
+    memory = [
+        (row["t_s"], {k: v for k, v in row.items() if k != "t_s"}) for row in report["memory_mb"]
+    ]
+    settings = report["settings"]
+    return verdict(
+        memory,
+        report["windows"],
+        settings["duration_min"] * 60,
+        settings["window_s"],
+        report["offered_per_s"],
+    )
 
 
 def plot(record: SoakRecord, windows: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -192,7 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-s", type=float, default=60.0, help="throughput/p99 window")
     parser.add_argument("--capacity-s", type=float, default=30.0)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--verdict-of", type=Path, help="print the verdict of a recorded run's result file"
+    )
     args = parser.parse_args(argv)
+    if args.verdict_of is not None:
+        print(verdict_of(args.verdict_of))
+        return 0
     studies = workload.synthetic(SOAK_SYNTAXES, auxiliary=True)
     duration_s = args.duration_min * 60
     with (
@@ -212,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         server_versions = versions(running.url)
     windows = per_window(record, args.window_s)
-    result = verdict(record, windows, duration_s)
+    result = verdict(record.memory, windows, duration_s, args.window_s, rate)
     report = {
         "benchmark": "soak",
         "machine": describe_machine(),

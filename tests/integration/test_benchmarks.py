@@ -168,4 +168,5 @@ def test_a_short_soak_answers_everything_and_our_processes_stay_flat(served):
     assert half[-1]["tritonserver"] < 1.5 * half[0]["tritonserver"]
     windows = soak.per_window(record, 10.0)
     assert sum(w["throughput_per_s"] for w in windows) > 0
-    assert soak.verdict(record, windows, duration_s)["memory_mb_second_half_mean"] > 0
+    result = soak.verdict(record.memory, windows, duration_s, 10.0, 3.0)
+    assert result["memory_mb_second_half_mean"] > 0 and result["arrival_noise"] > 0

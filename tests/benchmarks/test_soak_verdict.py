@@ -1,0 +1,32 @@
+"""The soak benchmark's verdict arithmetic, without a server."""
+
+from __future__ import annotations
+
+import pytest
+
+from aln.benchmarks.soak import verdict
+
+
+def _window(k, throughput, p99):
+    return {"window": k, "throughput_per_s": throughput, "errors": 0, "p99_ms": p99}
+
+
+def test_memory_growth_is_the_second_half_slope_per_ten_minutes():
+    # 1000 MB flat for 10 minutes, then +10 MB per minute: 1% per minute = 10% per 10 minutes
+    memory = [(t, {"a": 1000.0 + max(0.0, t - 600) / 6}) for t in range(0, 1201, 10)]
+    result = verdict(memory, [], 1200.0, 60.0, 2.0)
+    assert result["memory_growth_per_10_min"] == pytest.approx(0.095, abs=0.01)
+    assert result["memory_plateaus"] is False
+    flat = verdict([(t, {"a": 1000.0}) for t in range(0, 1201, 10)], [], 1200.0, 60.0, 2.0)
+    assert flat["memory_growth_per_10_min"] == 0 and flat["memory_plateaus"] is True
+
+
+def test_drift_is_against_the_first_complete_window_after_warm_up():
+    windows = [_window(0, 9.0, 9000.0)]  # warm-up: ignored
+    windows += [_window(k, 2.0, 500.0) for k in range(1, 4)]
+    windows += [_window(4, 2.1, 540.0), _window(5, 0.01, 100.0)]  # the last is partial
+    result = verdict([(0.0, {"a": 1.0})], windows, 300.0, 60.0, 2.0)
+    assert result["max_throughput_drift"] == pytest.approx(0.05)
+    assert result["max_p99_drift"] == pytest.approx(0.08)
+    assert result["steady"] is True
+    assert result["arrival_noise"] == pytest.approx(1 / (120**0.5), abs=1e-3)
