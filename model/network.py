@@ -53,6 +53,8 @@ class FusionHead(nn.Module):
             nn.Linear(hidden_dim, 1),
         )
         # Not in the state dict: the calibration lives in the manifest, fitted after training.
+        self.calibration_slope: torch.Tensor
+        self.calibration_intercept: torch.Tensor
         self.register_buffer("calibration_slope", torch.ones(1), persistent=False)
         self.register_buffer("calibration_intercept", torch.zeros(1), persistent=False)
 

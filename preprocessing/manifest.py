@@ -58,7 +58,8 @@ class Calibration:
     def apply(self, logit: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
         """Calibrated probabilities of raw logits."""
         z = self.slope * np.asarray(logit, dtype=np.float64) + self.intercept
-        return 1.0 / (1.0 + np.exp(-z))
+        probability: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-z))
+        return probability
 
     @classmethod
     def from_dict(cls, raw: object, source: str) -> Calibration | None:
