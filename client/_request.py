@@ -18,10 +18,12 @@ import numpy as np
 from aln.client.errors import (
     AlnClientError,
     InferenceTimeoutError,
+    InvalidInputError,
     from_server_exception,
     is_retryable,
+    status_name,
 )
-from aln.client.shared_memory import Placement, SharedMemory, release_at_exit
+from aln.client.shared_memory import Lease, Placement, SharedMemory, release_at_exit
 from aln.client.types import ImageInput, Prediction
 from aln.preprocessing import contract
 
@@ -117,6 +119,24 @@ class ClientSettings:
         return Attempts(
             timeout_s if timeout_s is not None else self.timeout_s, self.retry, self.cancel_grace_s
         )
+
+
+def region_lost(exc: Exception, lease: Lease, registered_again: bool) -> bool:
+    """Whether a failed try lost the lease's region (then register it again and retry).
+
+    Raises:
+        InvalidInputError: The server lost the region a second time, naming region and sizes.
+    """
+    status_fn, message_fn = getattr(exc, "status", None), getattr(exc, "message", None)
+    status = status_name(status_fn() if callable(status_fn) else None)
+    message = str(message_fn() if callable(message_fn) else exc)
+    if not SharedMemory.lost(status, message, lease):
+        return False
+    if registered_again:
+        raise InvalidInputError(
+            f"The server lost {lease.describe()} twice: {message}", "INVALID_ARGUMENT"
+        ) from exc
+    return True
 
 
 def _unregister_with(url: str, connection: dict[str, Any]) -> Any:

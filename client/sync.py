@@ -14,10 +14,8 @@ from tritonclient.utils import InferenceServerException
 from aln.client import _request
 from aln.client.errors import (
     AlnClientError,
-    InvalidInputError,
     ModelUnavailableError,
     from_server_exception,
-    status_name,
 )
 from aln.client.shared_memory import Lease, Region, stale_regions, unlink
 from aln.client.types import ImageInput, Prediction, Study
@@ -92,14 +90,7 @@ class AlnClient(_request.ClientSettings):
                         client_timeout=grpc_deadline_s,
                     )
                 except InferenceServerException as exc:
-                    if lease is not None and self._shared.lost(  # type: ignore[union-attr]
-                        status_name(exc.status()), exc.message() or "", lease
-                    ):
-                        if registered_again:
-                            raise InvalidInputError(
-                                f"The server lost {lease.describe()} twice: {exc.message()}",
-                                "INVALID_ARGUMENT",
-                            ) from exc
+                    if lease is not None and _request.region_lost(exc, lease, registered_again):
                         registered_again = True
                         try:
                             self._register(lease)
