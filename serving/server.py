@@ -271,19 +271,23 @@ class EmbeddedServer:
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """Stop with SIGTERM, then SIGKILL if it hangs; a supervised server drains first.
 
+        ``timeout_s`` bounds the whole stop: half of it at most for the drain.
+
         Triton 2.51 can hang on SIGTERM while it unloads a Python-backend model that served
-        ensemble requests; with the ensemble unloaded first (:meth:`drain`) it exits at once.
+        ensemble requests; with the ensemble unloaded first (:meth:`drain`) it usually exits at
+        once, and is killed at the deadline when it does not (seen after model reloads).
         """
         if self.supervisor is not None:
             self.supervisor.stop()  # first: stubs exiting on shutdown are not crashes
         if self.process is None:
             return None
+        deadline = time.monotonic() + timeout_s
         if self._api_key is not None and self.process.poll() is None:
-            self.drain(timeout_s)
+            self.drain(timeout_s / 2)  # half the budget; the rest for the process to exit
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=timeout_s)
+                self.process.wait(timeout=max(1.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()

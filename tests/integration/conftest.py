@@ -43,7 +43,7 @@ def served(tmp_path_factory):
         print(log.read_text()[-20000:])
         raise
     yield server, checkpoint, f"127.0.0.1:{config.grpc_port}"
-    server.stop()
+    server.stop(timeout_s=10)  # after the whole session; nothing is measured any more
 
 
 @pytest.fixture(autouse=True)
