@@ -65,11 +65,12 @@ def component(pid: int) -> str:
 
 def cpu_seconds(pid: int) -> dict[str, float]:
     """User + system CPU seconds of ``pid``'s tree, summed per :func:`component`."""
+    from aln.serving.supervisor import proc_stat
+
     totals: dict[str, float] = {}
     for current in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+        fields = proc_stat(current)
+        if fields is None:
             continue
         seconds = (int(fields[11]) + int(fields[12])) / _TICKS
         name = component(current)

@@ -50,6 +50,11 @@ class SharedMemoryFallbackWarning(RuntimeWarning):
     """The server could not map this client's region (another host): gRPC bytes are used."""
 
 
+def _aligned(nbytes: int) -> int:
+    """``nbytes`` rounded up to :data:`ALIGNMENT`."""
+    return -(-nbytes // ALIGNMENT) * ALIGNMENT
+
+
 def _host_tag() -> str:
     return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
@@ -134,7 +139,7 @@ class Region:
                 )
             shm.set_shared_memory_region(self._handle, [array], offset=offset)
             placements[name] = Placement(self.name, offset, array.nbytes)
-            offset += -(-array.nbytes // ALIGNMENT) * ALIGNMENT
+            offset += _aligned(array.nbytes)
         return placements
 
     def destroy(self) -> None:
@@ -149,7 +154,7 @@ class Region:
 
 def space_needed(arrays: Iterable[np.ndarray[Any, Any]]) -> int:
     """Bytes a region needs to hold ``arrays`` as :meth:`Region.write` lays them out."""
-    return sum(-(-a.nbytes // ALIGNMENT) * ALIGNMENT for a in arrays)
+    return sum(_aligned(a.nbytes) for a in arrays)
 
 
 class RegionPool:

@@ -86,7 +86,7 @@ class Stub:
     instance: str
 
 
-def _stat(pid: int) -> list[str] | None:
+def proc_stat(pid: int) -> list[str] | None:
     """Fields of ``/proc/<pid>/stat`` after the command name (state first), None when gone."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
@@ -125,7 +125,7 @@ def stubs_of(server_pid: int) -> list[Stub]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        fields = _stat(int(entry))
+        fields = proc_stat(int(entry))
         if fields is None or int(fields[1]) != server_pid:
             continue
         stub = stub_of(int(entry))
@@ -136,7 +136,7 @@ def stubs_of(server_pid: int) -> list[Stub]:
 
 def death(stub: Stub) -> str | None:
     """Why ``stub`` is dead (``"killed by SIGSEGV"``, ``"exited 1"``, ``"gone"``), None if alive."""
-    fields = _stat(stub.pid)
+    fields = proc_stat(stub.pid)
     if fields is None:
         return "gone"
     if fields[0] not in ("Z", "X"):
