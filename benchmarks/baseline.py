@@ -42,8 +42,9 @@ from aln.preprocessing.errors import PreprocessingError
 from aln.preprocessing.pipeline import StudyTensors
 from aln.preprocessing.serving import RawRequest, StudyPreprocessor
 
-Forward = Callable[[StudyTensors], tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]]
-"""One study's tensors -> ``(logit, probability)``, each float32 (1, 1)."""
+Forward = Callable[[StudyTensors], tuple[npt.NDArray[Any], ...]]
+"""One study's tensors -> the fusion head's outputs in :data:`contract.FUSION_OUTPUTS` order
+(logit, probability, decision), each (1, 1)."""
 
 SERVER_NAME = "aln-naive-baseline"
 
@@ -111,8 +112,9 @@ def _output(response: Any, name: str, array: npt.NDArray[Any]) -> None:
         tensor.datatype = "BYTES"
         response.raw_output_contents.append(serialize_byte_tensor(array).item())
     else:
-        tensor.datatype = "FP32"
-        response.raw_output_contents.append(array.astype(np.float32).tobytes())
+        tensor.datatype = "INT32" if array.dtype.kind in "iu" else "FP32"
+        dtype = np.int32 if tensor.datatype == "INT32" else np.float32
+        response.raw_output_contents.append(array.astype(dtype).tobytes())
 
 
 def torch_forward(checkpoint: Path, options: BaselineOptions) -> Forward:
@@ -121,7 +123,7 @@ def torch_forward(checkpoint: Path, options: BaselineOptions) -> Forward:
     net.eval()
 
     @torch.inference_mode()
-    def forward(t: StudyTensors) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    def forward(t: StudyTensors) -> tuple[npt.NDArray[Any], ...]:
         present = torch.from_numpy(t.auxiliary_present[None])
         primary = net.backbone_primary(torch.from_numpy(t.primary_image[None]))
         if options.skip_absent_auxiliary and not t.auxiliary_present.any():
@@ -129,8 +131,7 @@ def torch_forward(checkpoint: Path, options: BaselineOptions) -> Forward:
         else:
             auxiliary = net.backbone_auxiliary(torch.from_numpy(t.auxiliary_image[None]))
         clinical = torch.from_numpy(t.clinical_vector[None])
-        logit, probability = net.fusion_head(primary, auxiliary, present, clinical)
-        return logit.numpy(), probability.numpy()
+        return tuple(o.numpy() for o in net.fusion_head(primary, auxiliary, present, clinical))
 
     return forward
 
@@ -147,7 +148,7 @@ def onnxruntime_forward(export: Path, options: BaselineOptions) -> Forward:
     def run(model: str, feeds: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         return engines[model].run(feeds)
 
-    def forward(t: StudyTensors) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    def forward(t: StudyTensors) -> tuple[npt.NDArray[Any], ...]:
         image = contract.BACKBONE_INPUT.name
         embedding = contract.BACKBONE_OUTPUT.name
         primary = run(contract.BACKBONE_PRIMARY, {image: t.primary_image[None]})[embedding]
@@ -166,7 +167,7 @@ def onnxruntime_forward(export: Path, options: BaselineOptions) -> Forward:
                 contract.CLINICAL_VECTOR.name: t.clinical_vector[None],
             },
         )
-        return out[contract.ALN_LOGIT.name], out[contract.ALN_PROBABILITY.name]
+        return tuple(out[t.name] for t in contract.FUSION_OUTPUTS)
 
     return forward
 
@@ -222,10 +223,10 @@ class BaselineServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
             tensors = self.preprocessor(RawRequest.from_arrays(_input_arrays(request)))
         except PreprocessingError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        logit, probability = self.forward(tensors)
+        outputs = self.forward(tensors)
         response = service_pb2.ModelInferResponse(model_name=contract.ENSEMBLE, id=request.id)
-        _output(response, contract.ALN_PROBABILITY.name, probability.reshape(1, 1))
-        _output(response, contract.ALN_LOGIT.name, logit.reshape(1, 1))
+        for spec, value in zip(contract.FUSION_OUTPUTS, outputs, strict=True):
+            _output(response, spec.name, value.reshape(1, 1))
         _output(
             response,
             contract.PROVENANCE.name,

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import random
 import time
+import warnings
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,8 @@ from aln.client.errors import (
 )
 from aln.client.shared_memory import Lease, Placement, SharedMemory, release_at_exit
 from aln.client.types import ImageInput, Prediction
-from aln.preprocessing import contract
+from aln.preprocessing import contract, decision
+from aln.preprocessing.errors import ManifestError
 
 SHARED_MEMORY_INPUTS = (contract.PRIMARY_DICOM.name, contract.AUXILIARY_DICOM.name)
 """The inputs that travel through shared memory when a client uses it: the DICOM bytes (the
@@ -106,9 +108,37 @@ class ClientSettings:
         }
         self._client = self._triton.InferenceServerClient(url, **connection)
         self._shared = SharedMemory() if shared_memory else None
+        self._operating_points: dict[str, decision.OperatingPoint | None] = {}
         if self._shared is not None:
             # A client never closed still releases its regions when collected or at exit.
             weakref.finalize(self, release_at_exit(self._shared, _unregister_with(url, connection)))
+
+    def _learn_operating_point(self, config: dict[str, Any] | None, version: str) -> None:
+        """Remember the operating point a model config publishes, keyed by model version.
+
+        ``version`` (the answer's) is remembered as having none when the config publishes none,
+        so the config is read once per version; a config already serving another version (a
+        reload in between) is remembered under its own version only.
+        """
+        published = None
+        if config is not None:
+            parameters = config.get("config", config).get("parameters", {})
+            text = parameters.get(decision.PARAMETER, {}).get("string_value")
+            if text is not None:
+                try:
+                    published = decision.from_parameter(text, self.model_name)
+                except ManifestError as exc:
+                    warnings.warn(
+                        f"The server's operating point is not usable: {exc}", stacklevel=3
+                    )
+        if published is None:
+            self._operating_points[version] = None
+        else:
+            self._operating_points[published[0]] = published[1]
+
+    def _attach_operating_point(self, prediction: Prediction) -> Prediction:
+        point = self._operating_points.get(prediction.model_version)
+        return prediction if point is None else replace(prediction, operating_point=point)
 
     @property
     def uses_shared_memory(self) -> bool:
@@ -278,14 +308,11 @@ def infer_inputs(
     return inputs
 
 
-def requested_outputs(module: Any) -> list[Any]:
-    """``InferRequestedOutput`` objects for the ensemble outputs."""
-    return [module.InferRequestedOutput(t.name) for t in contract.ENSEMBLE_OUTPUTS]
+ENSEMBLE_OUTPUT_NAMES = tuple(t.name for t in contract.ENSEMBLE_OUTPUTS)
+"""What a prediction asks the ensemble for."""
 
 
 def parse_result(result: Any) -> Prediction:
     """A :class:`Prediction` from a tritonclient ``InferResult``."""
-    probability = result.as_numpy(contract.ALN_PROBABILITY.name).reshape(-1)[0]
-    logit = result.as_numpy(contract.ALN_LOGIT.name).reshape(-1)[0]
-    provenance = result.as_numpy(contract.PROVENANCE.name).reshape(-1)[0]
-    return Prediction.from_outputs(probability, logit, provenance)
+    values = [result.as_numpy(t.name).reshape(-1)[0] for t in contract.ENSEMBLE_OUTPUTS]
+    return Prediction.from_outputs(*values)

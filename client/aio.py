@@ -54,20 +54,29 @@ class AsyncAlnClient(_request.ClientSettings):
     ) -> Prediction:
         """Predict one study (see :meth:`aln.client.AlnClient.predict`)."""
         arrays = _request.build_arrays(primary, clinical, auxiliary)
+        result = await self._infer(
+            self.model_name, arrays, _request.ENSEMBLE_OUTPUT_NAMES, timeout_s
+        )
+        return await self._with_operating_point(_request.parse_result(result))
+
+    async def _infer(
+        self, model: str, arrays: dict[str, Any], outputs: tuple[str, ...], timeout_s: float | None
+    ) -> Any:
+        """One inference (see :meth:`aln.client.AlnClient._infer`)."""
         lease = await self._lease(arrays)
         try:
             placements = lease.placements if lease is not None else None
             inputs = _request.infer_inputs(aioclient, arrays, placements)
-            outputs = _request.requested_outputs(aioclient)
+            requested = [aioclient.InferRequestedOutput(name) for name in outputs]
             attempts = self._attempts(timeout_s)
             registered_again = False
             while True:
                 server_timeout_us, grpc_deadline_s = attempts.timeouts()
                 try:
                     result = await self._client.infer(
-                        self.model_name,
+                        model,
                         inputs,
-                        outputs=outputs,
+                        outputs=requested,
                         timeout=server_timeout_us,
                         client_timeout=grpc_deadline_s,
                     )
@@ -82,10 +91,20 @@ class AsyncAlnClient(_request.ClientSettings):
                     await asyncio.sleep(attempts.failed(exc))
                     continue
                 attempts.answered()
-                return _request.parse_result(result)
+                return result
         finally:
             if lease is not None:
                 await self._give_back(lease)
+
+    async def _with_operating_point(self, prediction: Prediction) -> Prediction:
+        """Attach the served model's operating point (see the blocking client)."""
+        if prediction.model_version not in self._operating_points:
+            try:
+                config = await self._client.get_model_config(self.model_name, as_json=True)
+            except InferenceServerException:
+                config = None
+            self._learn_operating_point(config, prediction.model_version)
+        return self._attach_operating_point(prediction)
 
     async def _lease(self, arrays: dict[str, Any]) -> Lease | None:
         """Write the DICOM inputs into a region of their own (see the blocking client)."""

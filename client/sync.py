@@ -72,20 +72,27 @@ class AlnClient(_request.ClientSettings):
             ServerError: Another server-side failure.
         """
         arrays = _request.build_arrays(primary, clinical, auxiliary)
+        result = self._infer(self.model_name, arrays, _request.ENSEMBLE_OUTPUT_NAMES, timeout_s)
+        return self._with_operating_point(_request.parse_result(result))
+
+    def _infer(
+        self, model: str, arrays: dict[str, Any], outputs: tuple[str, ...], timeout_s: float | None
+    ) -> Any:
+        """One inference with the deadline, the retries and shared memory; the raw result."""
         lease = self._lease(arrays)
         try:
             placements = lease.placements if lease is not None else None
             inputs = _request.infer_inputs(grpcclient, arrays, placements)
-            outputs = _request.requested_outputs(grpcclient)
+            requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
             attempts = self._attempts(timeout_s)
             registered_again = False
             while True:
                 server_timeout_us, grpc_deadline_s = attempts.timeouts()
                 try:
                     result = self._client.infer(
-                        self.model_name,
+                        model,
                         inputs,
-                        outputs=outputs,
+                        outputs=requested,
                         timeout=server_timeout_us,
                         client_timeout=grpc_deadline_s,
                     )
@@ -100,10 +107,20 @@ class AlnClient(_request.ClientSettings):
                     time.sleep(attempts.failed(exc))
                     continue
                 attempts.answered()
-                return _request.parse_result(result)
+                return result
         finally:
             if lease is not None:
                 self._give_back(lease)
+
+    def _with_operating_point(self, prediction: Prediction) -> Prediction:
+        """Attach the served model's operating point, read once per model version."""
+        if prediction.model_version not in self._operating_points:
+            try:
+                config = self._client.get_model_config(self.model_name, as_json=True)
+            except InferenceServerException:
+                config = None  # a server that does not publish its config: no figures
+            self._learn_operating_point(config, prediction.model_version)
+        return self._attach_operating_point(prediction)
 
     def _lease(self, arrays: dict[str, Any]) -> Lease | None:
         """Write the DICOM inputs into a region of their own, registering it when new."""

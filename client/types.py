@@ -10,6 +10,7 @@ from typing import Any
 
 from aln.client.errors import AlnClientError
 from aln.preprocessing import contract
+from aln.preprocessing.decision import Decision, OperatingPoint
 
 
 @dataclass(frozen=True)
@@ -74,28 +75,41 @@ class Prediction:
     """The served answer for one study.
 
     Attributes:
-        probability: P(axillary lymph nodes positive after neoadjuvant therapy).
-        logit: The fusion head's logit.
+        probability: P(axillary lymph nodes positive after neoadjuvant therapy), calibrated on
+            the validation split when the model has a calibration.
+        logit: The fusion head's raw logit (before calibration).
+        decision: The decision at the model's operating point: ``likely_positive``,
+            ``low_risk``, or ``unavailable`` (a model without an operating point: demo or
+            uncalibrated weights).
         model_name: Served model name (from the checkpoint).
         model_version: Version of the weights.
         provenance: Model identity and weights digest, preprocessing version, and per image the
             spacing (mm and source), crop box, padding, laterality, view and flip.
+        operating_point: The threshold behind ``decision`` and its validated sensitivity,
+            specificity, PPV and NPV with Wilson 95% intervals and the prevalence they were
+            measured at, read from the served model's configuration; None when the model has
+            none (or the server does not publish it).
     """
 
     probability: float
     logit: float
+    decision: Decision
     model_name: str
     model_version: str
     provenance: dict[str, Any] = field(repr=False)
+    operating_point: OperatingPoint | None = field(default=None, repr=False)
 
     @classmethod
-    def from_outputs(cls, probability: float, logit: float, provenance_json: bytes) -> Prediction:
-        """Build from the ensemble's output tensors."""
+    def from_outputs(
+        cls, probability: float, logit: float, decision: int, provenance_json: bytes
+    ) -> Prediction:
+        """Build from the ensemble's output tensors (the operating point is attached later)."""
         provenance = json.loads(provenance_json)
         model = provenance.get("model") or {}
         return cls(
             float(probability),
             float(logit),
+            Decision.from_code(int(decision)),
             str(model.get("name", "")),
             str(model.get("version", "")),
             provenance,

@@ -95,24 +95,16 @@ def check_parity(
             contract.CLINICAL_VECTOR.name: rng.standard_normal((batch, head.clinical_dim)),
         }
         fusion = {k: v.astype(np.float32) for k, v in fusion.items()}
-        logit, probability = head(*(torch.from_numpy(v) for v in fusion.values()))
-        got_logit, got_probability = ort_session(graphs[contract.FUSION_HEAD]).run(None, fusion)  # type: ignore[attr-defined]
-        results.append(
-            ParityResult(
-                contract.FUSION_HEAD,
-                contract.ALN_LOGIT.name,
-                batch,
-                float(np.abs(got_logit - logit.numpy()).max()),
-                tolerance,
+        expected = head(*(torch.from_numpy(v) for v in fusion.values()))
+        got = ort_session(graphs[contract.FUSION_HEAD]).run(None, fusion)  # type: ignore[attr-defined]
+        for spec, want, have in zip(contract.FUSION_OUTPUTS, expected, got, strict=True):
+            results.append(
+                ParityResult(
+                    contract.FUSION_HEAD,
+                    spec.name,
+                    batch,
+                    float(np.abs(have.astype(np.float64) - want.numpy()).max()),
+                    tolerance,
+                )
             )
-        )
-        results.append(
-            ParityResult(
-                contract.FUSION_HEAD,
-                contract.ALN_PROBABILITY.name,
-                batch,
-                float(np.abs(got_probability - probability.numpy()).max()),
-                tolerance,
-            )
-        )
     return results

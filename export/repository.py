@@ -30,9 +30,9 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from aln.model.atomic import staged_directory
-from aln.preprocessing import contract
+from aln.preprocessing import contract, decision
 from aln.preprocessing.contract import TensorSpec
-from aln.preprocessing.manifest import MANIFEST_FILE, read_manifest
+from aln.preprocessing.manifest import MANIFEST_FILE, Manifest, read_manifest
 from aln.serving.spec import (
     DECODE_PARAMETER,
     ENGINE_FILES,
@@ -180,10 +180,19 @@ def fusion_config(spec: RepositorySpec) -> mc.ModelConfig:
     )
 
 
-def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
-    """``aln_ensemble``: the four steps wired by tensor name."""
+def ensemble_config(spec: RepositorySpec, manifest: Manifest | None = None) -> mc.ModelConfig:
+    """``aln_ensemble``: the four steps wired by tensor name.
+
+    Its ``parameters`` carry the served model's operating point and validated figures
+    (:func:`aln.preprocessing.decision.parameter_text`) for clients to read; without a
+    ``manifest`` (the committed configs) there is none.
+    """
     config = mc.ModelConfig(
         name=contract.ENSEMBLE, platform="ensemble", max_batch_size=spec.preprocess_max_batch
+    )
+    config.parameters[decision.PARAMETER].string_value = decision.parameter_text(
+        manifest.model_version if manifest else "",
+        manifest.operating_point if manifest else None,
     )
     config.input.extend(_input(t, spec.widths) for t in contract.ENSEMBLE_INPUTS)
     for tensor in config.input:
@@ -210,10 +219,12 @@ def ensemble_config(spec: RepositorySpec) -> mc.ModelConfig:
     return config
 
 
-def model_configs(spec: RepositorySpec) -> dict[str, mc.ModelConfig]:
-    """Every model's config, keyed by model name."""
+def model_configs(
+    spec: RepositorySpec, manifest: Manifest | None = None
+) -> dict[str, mc.ModelConfig]:
+    """Every model's config, keyed by model name (``manifest``: see :func:`ensemble_config`)."""
     return {
-        contract.ENSEMBLE: ensemble_config(spec),
+        contract.ENSEMBLE: ensemble_config(spec, manifest),
         contract.PREPROCESS: preprocess_config(spec),
         contract.BACKBONE_PRIMARY: backbone_config(spec, contract.BACKBONE_PRIMARY),
         contract.BACKBONE_AUXILIARY: backbone_config(spec, contract.BACKBONE_AUXILIARY),
@@ -254,9 +265,11 @@ def _warmup_files() -> dict[str, bytes]:
     }
 
 
-def _write_models(folder: Path, spec: RepositorySpec) -> dict[str, mc.ModelConfig]:
+def _write_models(
+    folder: Path, spec: RepositorySpec, manifest: Manifest | None = None
+) -> dict[str, mc.ModelConfig]:
     """Write every model's ``config.pbtxt`` and, for Python-backend models, its ``model.py``."""
-    configs = model_configs(spec)
+    configs = model_configs(spec, manifest)
     for name, config in configs.items():
         (folder / name / "1").mkdir(parents=True, exist_ok=True)
         (folder / name / "config.pbtxt").write_text(to_pbtxt(config))
@@ -284,7 +297,7 @@ def write_repository(
     """
     out = Path(out)
     with staged_directory(out) as staging:
-        _write_models(staging, spec)
+        _write_models(staging, spec, read_manifest(manifest.parent))
         target = ENGINE_FILES[spec.engine_format]
         for name, engine in engines.items():
             shutil.copy2(engine, staging / name / "1" / target)

@@ -120,6 +120,8 @@ def load_checkpoint(folder: Path, *, verify_digest: bool = True) -> tuple[AlnNet
     net.load_state_dict(state, strict=True)
     if manifest.calibration is not None:
         net.fusion_head.set_calibration(manifest.calibration.slope, manifest.calibration.intercept)
+    if manifest.operating_point is not None:
+        net.fusion_head.set_threshold(manifest.operating_point.threshold)
     return net.eval(), manifest
 
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from aln.model.backbones import backbone_spec, create_backbone
+from aln.preprocessing.decision import LIKELY_POSITIVE, LOW_RISK, UNAVAILABLE
 
 
 def _image_projection(embedding_dim: int, width: int) -> nn.Sequential:
@@ -22,7 +23,10 @@ class FusionHead(nn.Module):
 
     The probability is the calibrated one: ``sigmoid(slope x logit + intercept)`` with the
     checkpoint's calibration (:meth:`set_calibration`; identity until one is set), so every
-    engine exported from the head serves it; the logit stays the network's raw output.
+    engine exported from the head serves it; the logit stays the network's raw output. The
+    decision compares that probability with the operating point's threshold
+    (:meth:`set_threshold`) and answers the codes of :mod:`aln.preprocessing.decision`:
+    ``UNAVAILABLE`` until a threshold is set, so demo and uncalibrated weights never decide.
 
     Args:
         embedding_dim: Width of each backbone embedding.
@@ -57,11 +61,21 @@ class FusionHead(nn.Module):
         self.calibration_intercept: torch.Tensor
         self.register_buffer("calibration_slope", torch.ones(1), persistent=False)
         self.register_buffer("calibration_intercept", torch.zeros(1), persistent=False)
+        self.decision_threshold: torch.Tensor
+        self.register_buffer("decision_threshold", torch.full((1,), -1.0), persistent=False)
 
     def set_calibration(self, slope: float = 1.0, intercept: float = 0.0) -> None:
         """Map logits to probabilities as ``sigmoid(slope x logit + intercept)`` from now on."""
         self.calibration_slope.fill_(slope)
         self.calibration_intercept.fill_(intercept)
+
+    def set_threshold(self, threshold: float | None) -> None:
+        """Decide at ``threshold`` on the calibrated probability from now on (None: no decision)."""
+        if threshold is not None and not 0 < threshold <= 1:
+            raise ValueError(
+                f"A decision threshold of {threshold} is invalid, it must be in (0, 1]"
+            )
+        self.decision_threshold.fill_(-1.0 if threshold is None else threshold)
 
     def forward(
         self,
@@ -69,7 +83,7 @@ class FusionHead(nn.Module):
         auxiliary_embedding: torch.Tensor,
         auxiliary_present: torch.Tensor,
         clinical_vector: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Fuse the branches.
 
         Args:
@@ -79,7 +93,9 @@ class FusionHead(nn.Module):
             clinical_vector: float32 (N, C).
 
         Returns:
-            ``(raw logit, calibrated probability)``, each float32 (N, 1).
+            ``(raw logit, calibrated probability, decision)``, each (N, 1): float32, float32,
+            int32 (:data:`aln.preprocessing.decision.LIKELY_POSITIVE`, ``LOW_RISK`` or
+            ``UNAVAILABLE``).
         """
         features = torch.cat(
             [
@@ -91,7 +107,14 @@ class FusionHead(nn.Module):
             dim=1,
         )
         logit = self.mlp(features)
-        return logit, torch.sigmoid(logit * self.calibration_slope + self.calibration_intercept)
+        probability = torch.sigmoid(logit * self.calibration_slope + self.calibration_intercept)
+        decided = (probability >= self.decision_threshold).to(torch.int32) * (
+            LIKELY_POSITIVE - LOW_RISK
+        ) + LOW_RISK
+        decision = torch.where(
+            self.decision_threshold > 0, decided, torch.full_like(decided, UNAVAILABLE)
+        )
+        return logit, probability, decision
 
 
 class AlnNet(nn.Module):
@@ -117,7 +140,7 @@ class AlnNet(nn.Module):
         auxiliary_image: torch.Tensor,
         auxiliary_present: torch.Tensor,
         clinical_vector: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Predict from preprocessed tensors.
 
         Args:
@@ -127,11 +150,11 @@ class AlnNet(nn.Module):
             clinical_vector: float32 (N, C).
 
         Returns:
-            ``(logit, probability)``, each float32 (N, 1).
+            ``(logit, probability, decision)`` as :meth:`FusionHead.forward`.
         """
         primary = self.backbone_primary(primary_image)
         auxiliary = self.backbone_auxiliary(auxiliary_image)
-        logit, probability = self.fusion_head(
+        logit, probability, decision = self.fusion_head(
             primary, auxiliary, auxiliary_present, clinical_vector
         )
-        return logit, probability
+        return logit, probability, decision

@@ -15,6 +15,7 @@ import torch
 
 from aln.model.checkpoint import load_checkpoint
 from aln.model.network import AlnNet
+from aln.preprocessing.decision import Decision
 from aln.preprocessing.manifest import Manifest
 from aln.preprocessing.pipeline import StudyInput, StudyTensors, preprocess_study
 
@@ -26,12 +27,14 @@ class ReferenceResult:
     Attributes:
         probability: P(axillary nodes positive after NAT).
         logit: The fusion head's logit.
+        decision: The decision at the checkpoint's operating point.
         provenance: As served (model, preprocessing version, per-image provenance).
         tensors: The preprocessed inputs (for parity checks).
     """
 
     probability: float
     logit: float
+    decision: Decision
     provenance: dict[str, Any]
     tensors: StudyTensors
 
@@ -81,7 +84,7 @@ class ReferencePredictor:
             PreprocessingError: Bad DICOM, region or clinical record (naming the cause).
         """
         tensors = self.preprocess(primary, clinical, auxiliary)
-        logit, probability = self.net(
+        logit, probability, decision = self.net(
             torch.from_numpy(tensors.primary_image[None]),
             torch.from_numpy(tensors.auxiliary_image[None]),
             torch.from_numpy(tensors.auxiliary_present[None]),
@@ -90,6 +93,7 @@ class ReferencePredictor:
         return ReferenceResult(
             probability=float(np.float32(probability.item())),
             logit=float(np.float32(logit.item())),
+            decision=Decision.from_code(int(decision.item())),
             provenance=tensors.provenance,
             tensors=tensors,
         )

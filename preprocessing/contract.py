@@ -202,6 +202,8 @@ AUXILIARY_EMBEDDING = TensorSpec("auxiliary_embedding", "FP32", (0,))
 # Fusion head outputs = ensemble outputs (with provenance).
 ALN_LOGIT = TensorSpec("aln_logit", "FP32", (1,))
 ALN_PROBABILITY = TensorSpec("aln_probability", "FP32", (1,))
+ALN_DECISION = TensorSpec("aln_decision", "INT32", (1,))
+"""The decision at the model's operating point: the codes of :mod:`aln.preprocessing.decision`."""
 
 ENSEMBLE_INPUTS = (
     PRIMARY_DICOM,
@@ -219,8 +221,8 @@ PREPROCESS_OUTPUTS = (
     PROVENANCE,
 )
 FUSION_INPUTS = (PRIMARY_EMBEDDING, AUXILIARY_EMBEDDING, AUXILIARY_PRESENT, CLINICAL_VECTOR)
-FUSION_OUTPUTS = (ALN_LOGIT, ALN_PROBABILITY)
-ENSEMBLE_OUTPUTS = (ALN_PROBABILITY, ALN_LOGIT, PROVENANCE)
+FUSION_OUTPUTS = (ALN_LOGIT, ALN_PROBABILITY, ALN_DECISION)
+ENSEMBLE_OUTPUTS = (ALN_PROBABILITY, ALN_LOGIT, ALN_DECISION, PROVENANCE)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

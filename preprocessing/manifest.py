@@ -21,12 +21,14 @@ import numpy.typing as npt
 from aln.preprocessing import contract
 from aln.preprocessing.clinical import ClinicalSchema
 from aln.preprocessing.crop import CropSpec
+from aln.preprocessing.decision import OperatingPoint
 from aln.preprocessing.errors import ConfigurationError, InvalidRequestError, ManifestError
 
 MANIFEST_FILE = "manifest.json"
 """The manifest's file name, in a checkpoint, an export folder and a served repository."""
-FORMAT_VERSION = 3
-"""Version 2 added the typed ``auxiliary`` field; version 1 manifests are read and migrated."""
+FORMAT_VERSION = 4
+"""Version 4 added ``operating_point``, 3 ``calibration``, 2 the typed ``auxiliary`` field; older
+manifests are read and migrated."""
 UNTRAINED_DEMO = {
     "status": "untrained demo",
     "clinical_validity": "none: demo weights, never trained on patient data",
@@ -136,6 +138,9 @@ class Manifest:
         preprocessing_version: :data:`aln.preprocessing.contract.PREPROCESSING_VERSION`.
         calibration: The logit-to-probability map fitted on validation data, or None
             (uncalibrated: demo weights, checkpoints of earlier versions).
+        operating_point: The threshold on the calibrated probability chosen on validation data
+            and its validated figures, or None (the served decision is then "unavailable").
+            Only a calibrated model has one.
         format_version: Manifest format version.
         created_utc: ISO time of saving.
     """
@@ -160,6 +165,7 @@ class Manifest:
     )
     preprocessing_version: str = contract.PREPROCESSING_VERSION
     calibration: Calibration | None = None
+    operating_point: OperatingPoint | None = None
     format_version: int = FORMAT_VERSION
     created_utc: str = ""
 
@@ -243,7 +249,15 @@ class Manifest:
         except ConfigurationError as exc:
             raise ManifestError(f"Manifest {source}: {exc}") from exc
         calibration = Calibration.from_dict(raw["calibration"], source)
-        manifest = cls(**{**raw, "crop": crop, "calibration": calibration})
+        point = OperatingPoint.from_dict(raw["operating_point"], source)
+        if point is not None and calibration is None:
+            raise ManifestError(
+                f"Manifest key 'operating_point' in {source} is set but 'calibration' is null: "
+                "the threshold is a calibrated probability, so an uncalibrated model has none"
+            )
+        manifest = cls(
+            **{**raw, "crop": crop, "calibration": calibration, "operating_point": point}
+        )
         if manifest.clinical_dim != schema.width:
             raise ManifestError(
                 f"Manifest key 'clinical_dim' is {manifest.clinical_dim} but the clinical schema "
@@ -290,6 +304,10 @@ def _migrate(raw: dict[str, Any], source: str) -> dict[str, Any]:
     if version == 2:
         # Version 2 had no calibration: every such model is uncalibrated.
         raw["calibration"] = None
+        version = 3
+    if version == 3:
+        # Version 3 had no operating point: such a model's decision is unavailable.
+        raw["operating_point"] = None
         raw["format_version"] = FORMAT_VERSION
     elif version != FORMAT_VERSION:
         raise ManifestError(

@@ -13,12 +13,13 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from aln.preprocessing.contract import ImageOptions
 from aln.preprocessing.crop import Region
+from aln.preprocessing.decision import DEFAULT_RULE, DEFAULT_TARGET_SENSITIVITY
 from aln.training.cohort import SPLITS, Case
 from aln.training.metrics import (
     brier,
@@ -29,6 +30,9 @@ from aln.training.metrics import (
     operating_point,
     roc_curve,
 )
+
+if TYPE_CHECKING:
+    from aln.client import Study
 
 
 @dataclass(frozen=True)
@@ -72,16 +76,9 @@ def score_checkpoint(
     ]
 
 
-def score_server(
-    cases: list[Case],
-    url: str,
-    *,
-    auxiliary: bool = False,
-    clinical: bool = True,
-    concurrency: int = 4,
-) -> list[Score]:
-    """Score through the served ensemble (evaluate what you serve)."""
-    from aln.client import AlnClient, ImageInput, Study
+def study_of(case: Case, *, auxiliary: bool = False, clinical: bool = True) -> Study:
+    """The SDK request of one cohort case (its regions, overrides and clinical record)."""
+    from aln.client import ImageInput, Study
 
     def image(path: Path, region: Region, options: ImageOptions) -> ImageInput:
         return ImageInput(
@@ -93,13 +90,25 @@ def score_server(
             options.spacing_mm,
         )
 
-    studies = []
-    for case in cases:
-        aux = None
-        if auxiliary and case.auxiliary is not None and case.auxiliary_region is not None:
-            aux = image(case.auxiliary, case.auxiliary_region, case.auxiliary_options)
-        primary = image(case.primary, case.region, case.options)
-        studies.append(Study(primary, case.clinical if clinical else {}, aux))
+    aux = None
+    if auxiliary and case.auxiliary is not None and case.auxiliary_region is not None:
+        aux = image(case.auxiliary, case.auxiliary_region, case.auxiliary_options)
+    primary = image(case.primary, case.region, case.options)
+    return Study(primary, case.clinical if clinical else {}, aux)
+
+
+def score_server(
+    cases: list[Case],
+    url: str,
+    *,
+    auxiliary: bool = False,
+    clinical: bool = True,
+    concurrency: int = 4,
+) -> list[Score]:
+    """Score through the served ensemble (evaluate what you serve)."""
+    from aln.client import AlnClient
+
+    studies = [study_of(c, auxiliary=auxiliary, clinical=clinical) for c in cases]
     with AlnClient(url, timeout_s=120) as client:
         predictions = client.predict_many(studies, concurrency=concurrency)
     return [
@@ -147,7 +156,9 @@ def write_predictions(scores: list[Score], path: Path) -> None:
 
 
 def evaluate(
-    scores: list[Score], rule: str = "sensitivity", target_sensitivity: float = 0.9
+    scores: list[Score],
+    rule: str = DEFAULT_RULE,
+    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
 ) -> dict[str, Any]:
     """The report: per split AUC (DeLong), operating point from the validation split, calibration.
 

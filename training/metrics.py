@@ -17,6 +17,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
+from aln.preprocessing.decision import RULES
+
 Z95 = float(stats.norm.ppf(0.975))
 FloatArray = npt.NDArray[np.float64]
 
@@ -199,7 +201,7 @@ def choose_threshold(
             continue
         if sensitivity + specificity - 1 > best_value:
             best, best_value = float(threshold), sensitivity + specificity - 1
-    if rule not in ("youden", "sensitivity"):
+    if rule not in RULES:
         raise ValueError(
             f"A threshold rule of '{rule}' is invalid, it must be youden or sensitivity"
         )

@@ -26,12 +26,14 @@ from aln.model.network import AlnNet
 from aln.model.pretrained import load_init_weights
 from aln.preprocessing.clinical import ClinicalSchema
 from aln.preprocessing.crop import CropSpec, normalise
+from aln.preprocessing.decision import DEFAULT_RULE, DEFAULT_TARGET_SENSITIVITY
 from aln.preprocessing.manifest import Manifest
 from aln.training.augment import augment
 from aln.training.calibration import fit_calibration
 from aln.training.cohort import Case
 from aln.training.dataset import CaseInputs, CropCache, load_case
 from aln.training.metrics import delong_auc
+from aln.training.operating_point import choose_operating_point
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,10 @@ class TrainConfig:
         calibration: How the logit is mapped to a probability after model selection, fitted on
             the validation split (:func:`aln.training.calibration.fit_calibration`): ``platt``
             or ``temperature``.
+        threshold_rule: How the served operating point is chosen on the calibrated validation
+            probabilities: ``sensitivity`` (the highest threshold reaching
+            ``target_sensitivity``) or ``youden``.
+        target_sensitivity: For ``threshold_rule="sensitivity"``.
     """
 
     backbone: str = DEFAULT_BACKBONE
@@ -78,6 +84,8 @@ class TrainConfig:
     threads: int | None = None
     model_name: str | None = None
     calibration: str = "platt"
+    threshold_rule: str = DEFAULT_RULE
+    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY
 
 
 @dataclass(frozen=True)
@@ -162,7 +170,7 @@ def predict_outputs(
     for start in range(0, len(data.labels), batch_size):
         index = np.arange(start, min(start + batch_size, len(data.labels)))
         primary, auxiliary, present, clinical, _ = _tensors(data, index, None)
-        logit, probability = net(primary, auxiliary, present, clinical)
+        logit, probability, _ = net(primary, auxiliary, present, clinical)
         logits.append(logit.numpy().reshape(-1))
         probabilities.append(probability.numpy().reshape(-1))
     if not logits:
@@ -273,7 +281,7 @@ def train(
             primary, auxiliary, present, clinical, labels = _tensors(
                 train_data, index, rng if config.augment else None
             )
-            logit, _ = net(primary, auxiliary, present, clinical)
+            logit, _, _ = net(primary, auxiliary, present, clinical)
             loss = loss_fn(logit, labels)
             optimiser.zero_grad()
             loss.backward()
@@ -303,6 +311,11 @@ def train(
     val_logits, _ = predict_outputs(net, val_data)
     calibration = fit_calibration(val_logits, val_data.labels, config.calibration, "val")
     net.fusion_head.set_calibration(calibration.slope, calibration.intercept)
+    _, val_probabilities = predict_outputs(net, val_data)
+    point = choose_operating_point(
+        val_data.labels, val_probabilities, config.threshold_rule, config.target_sensitivity
+    )
+    net.fusion_head.set_threshold(point.threshold)
 
     summary: dict[str, Any] = {
         "status": "trained",
@@ -333,6 +346,7 @@ def train(
         hidden_dim=net.fusion_head.hidden_dim,
         training=summary,
         calibration=calibration,
+        operating_point=point,
     )
     save_checkpoint(net, manifest, out)
     _write_log(Path(out), history, summary)

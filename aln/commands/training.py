@@ -10,6 +10,7 @@ from aln.commands import UsageError
 from aln.commands.data import crop_arguments, crop_spec
 from aln.model.backbones import BACKBONES, DEFAULT_BACKBONE
 from aln.preprocessing.crop import CROP_METHODS
+from aln.preprocessing.decision import DEFAULT_RULE, DEFAULT_TARGET_SENSITIVITY, RULES
 
 
 def _on_off(text: str) -> list[bool]:
@@ -18,6 +19,21 @@ def _on_off(text: str) -> list[bool]:
         return [values[v.strip()] for v in text.split(",")]
     except KeyError:
         raise argparse.ArgumentTypeError(f"'{text}' must be on, off or on,off") from None
+
+
+def _threshold_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rule",
+        choices=RULES,
+        default=DEFAULT_RULE,
+        help="how the operating threshold is chosen on the validation split",
+    )
+    parser.add_argument(
+        "--target-sensitivity",
+        type=float,
+        default=DEFAULT_TARGET_SENSITIVITY,
+        help="for --rule sensitivity: the highest threshold keeping at least this sensitivity",
+    )
 
 
 def _training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +47,7 @@ def _training_arguments(parser: argparse.ArgumentParser) -> None:
         default="platt",
         help="logit-to-probability map fitted on the validation split after model selection",
     )
+    _threshold_arguments(parser)
     parser.add_argument("--lr-backbone", type=float, default=1e-4)
     parser.add_argument("--lr-head", type=float, default=1e-3)
     parser.add_argument("--no-augment", action="store_true")
@@ -75,8 +92,7 @@ def register(commands: Any) -> None:
     evaluate.add_argument("--manifest", type=Path, help="cohort manifest (with --checkpoint/--url)")
     evaluate.add_argument("--auxiliary", action="store_true", help="send auxiliary regions (--url)")
     evaluate.add_argument("--no-clinical", action="store_true", help="send empty records (--url)")
-    evaluate.add_argument("--rule", choices=("sensitivity", "youden"), default="sensitivity")
-    evaluate.add_argument("--target-sensitivity", type=float, default=0.9)
+    _threshold_arguments(evaluate)
     evaluate.add_argument("--out", type=Path, required=True, help="report folder")
     evaluate.add_argument("--title", default="aln model")
     evaluate.set_defaults(handler=run_evaluate)
@@ -108,6 +124,8 @@ def _config(args: argparse.Namespace, **overrides: Any) -> Any:
         batch_size=args.batch_size,
         patience=args.patience,
         calibration=args.calibration,
+        threshold_rule=args.rule,
+        target_sensitivity=args.target_sensitivity,
         lr_backbone=args.lr_backbone,
         lr_head=args.lr_head,
         augment=not args.no_augment,

@@ -68,7 +68,12 @@ def test_ensemble_wiring_uses_contract_names():
         "auxiliary_region",
         "request_options",
     }
-    assert [o.name for o in ensemble.output] == ["aln_probability", "aln_logit", "provenance"]
+    assert [o.name for o in ensemble.output] == [
+        "aln_probability",
+        "aln_logit",
+        "aln_decision",
+        "provenance",
+    ]
     steps = {s.model_name: s for s in ensemble.ensemble_scheduling.step}
     assert steps[contract.BACKBONE_AUXILIARY].input_map["image"] == "auxiliary_image"
     assert steps[contract.FUSION_HEAD].output_map["aln_probability"] == "aln_probability"

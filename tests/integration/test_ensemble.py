@@ -25,6 +25,7 @@ from aln.client import (
 from aln.client._request import build_arrays, infer_inputs
 from aln.model.reference import ReferencePredictor
 from aln.preprocessing import Region, StudyInput, contract
+from aln.preprocessing.decision import Decision
 from aln.synthetic.mammogram import synth_case
 from tests.corpus import bad_studies, encapsulated_bad_studies, names_cause
 
@@ -55,6 +56,9 @@ def test_prediction_equals_reference_without_auxiliary(client, reference, study)
         and served.provenance["model"]["weights_sha256"] == reference.manifest.weights_sha256
     )
     assert served.provenance["primary"]["flipped"] and served.provenance["auxiliary"] is None
+    # demo weights: no operating point, so no decision and no figures, never a made-up threshold
+    assert served.decision is Decision.UNAVAILABLE is local.decision
+    assert served.operating_point is None
 
 
 def test_prediction_equals_reference_with_auxiliary(client, reference, study):

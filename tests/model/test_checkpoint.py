@@ -99,7 +99,7 @@ def test_version_1_manifests_are_migrated(demo, tmp_path, training, auxiliary):
     """Version 1 kept the auxiliary flag in the training config; it is now a typed field."""
     target = _copy(demo, tmp_path)
     raw = json.loads((target / "manifest.json").read_text())
-    del raw["auxiliary"], raw["calibration"]
+    del raw["auxiliary"], raw["calibration"], raw["operating_point"]
     raw.update(format_version=1, training=training)
     (target / "manifest.json").write_text(json.dumps(raw))
     manifest = read_manifest(target)
@@ -110,10 +110,44 @@ def test_version_1_manifests_are_migrated(demo, tmp_path, training, auxiliary):
 def test_version_2_manifests_are_uncalibrated(demo, tmp_path):
     target = _copy(demo, tmp_path)
     raw = json.loads((target / "manifest.json").read_text())
-    del raw["calibration"]
+    del raw["calibration"], raw["operating_point"]
     raw.update(format_version=2)
     (target / "manifest.json").write_text(json.dumps(raw))
     assert read_manifest(target).calibration is None
+
+
+def test_version_3_manifests_have_no_operating_point(demo, tmp_path):
+    target = _copy(demo, tmp_path)
+    raw = json.loads((target / "manifest.json").read_text())
+    del raw["operating_point"]
+    raw.update(format_version=3)
+    (target / "manifest.json").write_text(json.dumps(raw))
+    assert read_manifest(target).operating_point is None
+
+
+def test_an_operating_point_without_calibration_is_refused_at_load(demo, tmp_path):
+    from aln.training.operating_point import choose_operating_point
+
+    target = _copy(demo, tmp_path)
+    raw = json.loads((target / "manifest.json").read_text())
+    point = choose_operating_point([0, 1, 0, 1], [0.1, 0.8, 0.3, 0.6], "sensitivity", 0.9)
+    raw["operating_point"] = point.to_dict()
+    (target / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(
+        ManifestError, match="'operating_point' .* is set but 'calibration' is null"
+    ):
+        load_checkpoint(target)
+    raw["calibration"] = {
+        "method": "platt",
+        "slope": 1.0,
+        "intercept": 0.0,
+        "fitted_on": "val",
+        "cases": 4,
+    }
+    raw["operating_point"]["threshold"] = 2.0
+    (target / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ManifestError, match="'operating_point.threshold' .* is 2.0"):
+        load_checkpoint(target)
 
 
 @pytest.mark.parametrize(

@@ -80,9 +80,9 @@ def test_the_fusion_head_serves_the_calibrated_probability_and_the_raw_logit():
     inputs = (torch.randn(5, 8), torch.randn(5, 8), torch.ones(5, 1), torch.randn(5, 2))
     calibration = Calibration("platt", 0.5, -0.3, "val", 10)
     with torch.no_grad():
-        logit, identity = head(*inputs)
+        logit, identity, _ = head(*inputs)
         head.set_calibration(calibration.slope, calibration.intercept)
-        same_logit, probability = head(*inputs)
+        same_logit, probability, _ = head(*inputs)
     assert torch.allclose(identity, torch.sigmoid(logit))
     assert torch.equal(same_logit, logit)
     expected = calibration.apply(logit.numpy())
