@@ -16,16 +16,20 @@ from aln.client.errors import (
     ServerError,
 )
 from aln.client.sync import AlnClient
-from aln.client.types import ImageInput, Prediction, Study
+from aln.client.types import Explanation, ImageInput, Prediction, Study
+from aln.preprocessing.decision import Decision, OperatingPoint
 
 __all__ = [
     "AlnClient",
     "AlnClientError",
     "AsyncAlnClient",
+    "Decision",
+    "Explanation",
     "ImageInput",
     "InferenceTimeoutError",
     "InvalidInputError",
     "ModelUnavailableError",
+    "OperatingPoint",
     "Prediction",
     "RetryPolicy",
     "ServerError",

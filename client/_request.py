@@ -25,7 +25,7 @@ from aln.client.errors import (
     status_name,
 )
 from aln.client.shared_memory import Lease, Placement, SharedMemory, release_at_exit
-from aln.client.types import ImageInput, Prediction
+from aln.client.types import Explanation, ImageInput, Prediction
 from aln.preprocessing import contract, decision
 from aln.preprocessing.errors import ManifestError
 
@@ -294,7 +294,7 @@ def infer_inputs(
 
     An input with a placement names its shared-memory region instead of carrying its bytes.
     """
-    specs = {t.name: t for t in contract.ENSEMBLE_INPUTS}
+    specs = {t.name: t for t in contract.EXPLAIN_INPUTS}  # the ensemble's and the grid
     placements = placements or {}
     inputs = []
     for name, array in arrays.items():
@@ -310,6 +310,32 @@ def infer_inputs(
 
 ENSEMBLE_OUTPUT_NAMES = tuple(t.name for t in contract.ENSEMBLE_OUTPUTS)
 """What a prediction asks the ensemble for."""
+EXPLAIN_OUTPUT_NAMES = tuple(t.name for t in contract.EXPLAIN_OUTPUTS)
+"""What an explanation asks ``aln_explain`` for."""
+
+
+def explain_arrays(
+    primary: ImageInput,
+    clinical: Mapping[str, Any] | str,
+    auxiliary: ImageInput | None,
+    grid: int | None,
+) -> dict[str, np.ndarray[Any, Any]]:
+    """The ``aln_explain`` inputs: a prediction's, and the grid side when one is asked for."""
+    arrays = build_arrays(primary, clinical, auxiliary)
+    if grid is not None:
+        arrays[contract.EXPLAIN_GRID.name] = np.array([[grid]], dtype=np.int32)
+    return arrays
+
+
+def parse_explanation(result: Any) -> Explanation:
+    """An :class:`Explanation` from a tritonclient ``InferResult`` of ``aln_explain``."""
+    box = result.as_numpy(contract.EXPLANATION_BOX.name).reshape(-1)
+    return Explanation(
+        prediction=parse_result(result),
+        importance=result.as_numpy(contract.EXPLANATION_MAP.name)[0],
+        crop=result.as_numpy(contract.EXPLANATION_CROP.name)[0],
+        crop_box=(int(box[0]), int(box[1]), int(box[2]), int(box[3])),
+    )
 
 
 def parse_result(result: Any) -> Prediction:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import tritonclient.grpc.aio as aioclient
@@ -18,7 +19,8 @@ from aln.client.errors import (
     from_server_exception,
 )
 from aln.client.shared_memory import Lease, Region, stale_regions, unlink
-from aln.client.types import ImageInput, Prediction, Study
+from aln.client.types import Explanation, ImageInput, Prediction, Study
+from aln.preprocessing import contract
 
 
 class AsyncAlnClient(_request.ClientSettings):
@@ -58,6 +60,24 @@ class AsyncAlnClient(_request.ClientSettings):
             self.model_name, arrays, _request.ENSEMBLE_OUTPUT_NAMES, timeout_s
         )
         return await self._with_operating_point(_request.parse_result(result))
+
+    async def explain(
+        self,
+        primary: ImageInput,
+        clinical: Mapping[str, Any] | str,
+        *,
+        auxiliary: ImageInput | None = None,
+        grid: int | None = None,
+        timeout_s: float | None = None,
+    ) -> Explanation:
+        """Explain one study (see :meth:`aln.client.AlnClient.explain`)."""
+        arrays = _request.explain_arrays(primary, clinical, auxiliary, grid)
+        result = await self._infer(
+            contract.EXPLAIN, arrays, _request.EXPLAIN_OUTPUT_NAMES, timeout_s
+        )
+        explanation = _request.parse_explanation(result)
+        prediction = await self._with_operating_point(explanation.prediction)
+        return replace(explanation, prediction=prediction)
 
     async def _infer(
         self, model: str, arrays: dict[str, Any], outputs: tuple[str, ...], timeout_s: float | None

@@ -6,6 +6,7 @@ import contextlib
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import tritonclient.grpc as grpcclient
@@ -18,7 +19,8 @@ from aln.client.errors import (
     from_server_exception,
 )
 from aln.client.shared_memory import Lease, Region, stale_regions, unlink
-from aln.client.types import ImageInput, Prediction, Study
+from aln.client.types import Explanation, ImageInput, Prediction, Study
+from aln.preprocessing import contract
 
 
 class AlnClient(_request.ClientSettings):
@@ -74,6 +76,40 @@ class AlnClient(_request.ClientSettings):
         arrays = _request.build_arrays(primary, clinical, auxiliary)
         result = self._infer(self.model_name, arrays, _request.ENSEMBLE_OUTPUT_NAMES, timeout_s)
         return self._with_operating_point(_request.parse_result(result))
+
+    def explain(
+        self,
+        primary: ImageInput,
+        clinical: Mapping[str, Any] | str,
+        *,
+        auxiliary: ImageInput | None = None,
+        grid: int | None = None,
+        timeout_s: float | None = None,
+    ) -> Explanation:
+        """Explain one study: the prediction and an occlusion map over its primary crop.
+
+        Served by ``aln_explain`` with the same engines as predictions, at lower precedence: the
+        occluded crops queue behind predictions a few at a time. It costs about ``grid**2``
+        backbone runs (64 at the default grid of 8).
+
+        Args:
+            primary: The primary lesion image and region.
+            clinical: The clinical record (named fields, or JSON text).
+            auxiliary: Optional auxiliary region.
+            grid: Cells per side of the map (default 8; the server refuses sides outside
+                :data:`aln.serving.occlusion.GRID_BOUNDS`, naming them).
+            timeout_s: Deadline for this call, retries included (default: the client's).
+
+        Raises:
+            InvalidInputError: A bad study (as for a prediction) or grid.
+            ModelUnavailableError: Still unavailable after the bounded retries.
+            InferenceTimeoutError: The deadline passed.
+        """
+        arrays = _request.explain_arrays(primary, clinical, auxiliary, grid)
+        result = self._infer(contract.EXPLAIN, arrays, _request.EXPLAIN_OUTPUT_NAMES, timeout_s)
+        explanation = _request.parse_explanation(result)
+        prediction = self._with_operating_point(explanation.prediction)
+        return replace(explanation, prediction=prediction)
 
     def _infer(
         self, model: str, arrays: dict[str, Any], outputs: tuple[str, ...], timeout_s: float | None

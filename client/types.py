@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from aln.client.errors import AlnClientError
 from aln.preprocessing import contract
 from aln.preprocessing.decision import Decision, OperatingPoint
@@ -114,3 +117,28 @@ class Prediction:
             str(model.get("version", "")),
             provenance,
         )
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """An occlusion-sensitivity map over the primary crop, with the prediction it explains.
+
+    Attributes:
+        prediction: The answer for the study (as :meth:`AlnClient.predict` gives it).
+        importance: float32 (grid, grid): per cell of the crop, how much the logit fell when the
+            cell was hidden; positive cells pushed the answer towards positive nodes. Rows run
+            top to bottom of the crop as the backbone saw it (``crop``).
+        crop: uint8 (256, 256): the primary crop as the backbone saw it (a right breast's crop
+            is mirrored: ``prediction.provenance["primary"]["flipped"]``).
+        crop_box: ``(x0, y0, x1, y1)`` of the crop in stored pixels of the primary image.
+    """
+
+    prediction: Prediction
+    importance: npt.NDArray[np.float32] = field(repr=False)
+    crop: npt.NDArray[np.uint8] = field(repr=False)
+    crop_box: tuple[int, int, int, int]
+
+    @property
+    def grid(self) -> int:
+        """Cells per side of the map."""
+        return int(self.importance.shape[0])

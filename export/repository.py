@@ -34,6 +34,7 @@ from aln.preprocessing import contract, decision
 from aln.preprocessing.contract import TensorSpec
 from aln.preprocessing.manifest import MANIFEST_FILE, Manifest, read_manifest
 from aln.serving.spec import (
+    CHUNK_PARAMETER,
     DECODE_PARAMETER,
     ENGINE_FILES,
     ENGINE_PARAMETER,
@@ -180,6 +181,16 @@ def fusion_config(spec: RepositorySpec) -> mc.ModelConfig:
     )
 
 
+def explain_config(spec: RepositorySpec) -> mc.ModelConfig:
+    """``aln_explain``: a Python-backend model in both profiles (it calls the served models)."""
+    config = mc.ModelConfig(name=contract.EXPLAIN, backend="python")
+    config.input.extend(_input(t, spec.widths) for t in contract.EXPLAIN_INPUTS)
+    config.output.extend(_output(t, spec.widths) for t in contract.EXPLAIN_OUTPUTS)
+    _scheduling(spec, config, spec.explain_instances, 1)
+    config.parameters[CHUNK_PARAMETER].string_value = str(spec.explain_chunk)
+    return config
+
+
 def ensemble_config(spec: RepositorySpec, manifest: Manifest | None = None) -> mc.ModelConfig:
     """``aln_ensemble``: the four steps wired by tensor name.
 
@@ -229,6 +240,7 @@ def model_configs(
         contract.BACKBONE_PRIMARY: backbone_config(spec, contract.BACKBONE_PRIMARY),
         contract.BACKBONE_AUXILIARY: backbone_config(spec, contract.BACKBONE_AUXILIARY),
         contract.FUSION_HEAD: fusion_config(spec),
+        contract.EXPLAIN: explain_config(spec),
     }
 
 

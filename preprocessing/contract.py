@@ -83,6 +83,9 @@ PREPROCESS = "preprocess"
 BACKBONE_PRIMARY = "backbone_primary"
 BACKBONE_AUXILIARY = "backbone_auxiliary"
 FUSION_HEAD = "fusion_head"
+EXPLAIN = "aln_explain"
+"""The explanation model: occlusion sensitivity over the primary crop, computed with the served
+engines through business-logic scripting (:mod:`aln.serving.occlusion`)."""
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,24 @@ PREPROCESS_OUTPUTS = (
 FUSION_INPUTS = (PRIMARY_EMBEDDING, AUXILIARY_EMBEDDING, AUXILIARY_PRESENT, CLINICAL_VECTOR)
 FUSION_OUTPUTS = (ALN_LOGIT, ALN_PROBABILITY, ALN_DECISION)
 ENSEMBLE_OUTPUTS = (ALN_PROBABILITY, ALN_LOGIT, ALN_DECISION, PROVENANCE)
+
+# The explanation model: the ensemble's inputs and the grid, its answer and the map.
+EXPLAIN_GRID = TensorSpec("explain_grid", "INT32", (1,), optional=True)
+"""Cells per side of the occlusion grid (default and bounds in :mod:`aln.serving.occlusion`)."""
+EXPLANATION_MAP = TensorSpec("explanation_map", "FP32", (-1, -1))
+"""Per cell, the logit the prediction loses when the cell is hidden (rows top to bottom of the
+crop as the backbone saw it: a right breast's crop is mirrored, see ``provenance``)."""
+EXPLANATION_CROP = TensorSpec("explanation_crop", "UINT8", (IMAGE_SIZE, IMAGE_SIZE))
+"""The primary crop as the backbone saw it, 8-bit grey, for drawing the map over."""
+EXPLANATION_BOX = TensorSpec("explanation_box", "INT32", (4,))
+"""The crop's ``(x0, y0, x1, y1)`` in stored pixels of the primary image (half-open)."""
+EXPLAIN_INPUTS = (*ENSEMBLE_INPUTS, EXPLAIN_GRID)
+EXPLAIN_OUTPUTS = (
+    EXPLANATION_MAP,
+    EXPLANATION_CROP,
+    EXPLANATION_BOX,
+    *ENSEMBLE_OUTPUTS,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -14,6 +14,7 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar, Literal
 
 from aln.preprocessing import contract
+from aln.serving.occlusion import DEFAULT_CHUNK
 
 Profile = Literal["embedded", "production"]
 PROFILES: tuple[Profile, ...] = ("embedded", "production")
@@ -75,11 +76,15 @@ WARMUP_DIR = "warmup"
 DECODE_PARAMETER = "decode"
 """The ``parameters`` entry of the preprocess config naming its decode strategy."""
 
+CHUNK_PARAMETER = "occlusion_chunk"
+"""The ``parameters`` entry of the explain model: occluded crops per backbone request."""
+
 ADAPTERS = {
     contract.PREPROCESS: "PreprocessModel",
     contract.BACKBONE_PRIMARY: "EngineModel",
     contract.BACKBONE_AUXILIARY: "EngineModel",
     contract.FUSION_HEAD: "EngineModel",
+    contract.EXPLAIN: "ExplainModel",
 }
 """Python-backend model name -> the class of :mod:`aln.serving.triton_models` that serves it."""
 
@@ -222,6 +227,11 @@ class RepositorySpec:
         skip_absent_auxiliary: The auxiliary backbone skips the all-zero rows of studies without
             an auxiliary image (embedded profile; see :class:`EngineSettings`). Off only in the
             ablation, to measure what the skip is worth.
+        explain_instances: Explanations computed at once (``aln_explain`` instances). One by
+            default: an explanation is dozens of backbone runs, and the engines serve
+            predictions first of all.
+        explain_chunk: Occluded crops per backbone request of an explanation; a prediction
+            waits behind at most one chunk (:data:`aln.serving.occlusion.DEFAULT_CHUNK`).
     """
 
     embedding_dim: int
@@ -241,6 +251,8 @@ class RepositorySpec:
     engine_spinning: bool = EngineSettings.spinning
     decode: Literal["region", "full"] = "region"
     skip_absent_auxiliary: bool = True
+    explain_instances: int = 1
+    explain_chunk: int = DEFAULT_CHUNK
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -263,6 +275,8 @@ class RepositorySpec:
             "backbone_instances",
             "engine_threads",
             "queue_timeout_us",
+            "explain_instances",
+            "explain_chunk",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from aln.commands import UsageError
+from aln.serving.occlusion import DEFAULT_GRID, GRID_BOUNDS
 from aln.serving.spec import ENGINE_FORMATS, PROFILES, spec_default
 
 DEFAULT_REPO = Path("runs/model_repository")
@@ -138,6 +139,19 @@ def register(commands: Any) -> None:
         action="store_true",
         help="send the DICOM through Triton system shared memory (the server on this host); "
         "falls back to gRPC bytes with a warning when the server cannot map it",
+    )
+    predict.add_argument(
+        "--explain",
+        type=Path,
+        metavar="PNG",
+        help="also compute an occlusion map with the served engines (aln_explain) and write the "
+        "crop with the map over it here",
+    )
+    predict.add_argument(
+        "--explain-grid",
+        type=int,
+        help=f"cells per side of the map (default {DEFAULT_GRID}; {GRID_BOUNDS[0]} to "
+        f"{GRID_BOUNDS[1]})",
     )
     predict.add_argument("--json", action="store_true")
     predict.set_defaults(handler=run_predict)
@@ -301,32 +315,69 @@ def run_predict(args: argparse.Namespace) -> int:
             tuple(args.aux_bbox) if args.aux_bbox else None,
             **vars(aux_overrides),
         )
+    explained = None
     with AlnClient(args.url, timeout_s=args.timeout_s, shared_memory=args.shared_memory) as client:
-        prediction = client.predict(primary, clinical, auxiliary=auxiliary)
-    print_prediction(prediction, as_json=args.json)
+        if args.explain is None:
+            prediction = client.predict(primary, clinical, auxiliary=auxiliary)
+        else:
+            from aln.commands.overlay import write_overlay
+
+            explanation = client.explain(
+                primary, clinical, auxiliary=auxiliary, grid=args.explain_grid
+            )
+            prediction = explanation.prediction
+            write_overlay(explanation, args.explain)
+            explained = {"grid": explanation.grid, "overlay": str(args.explain)}
+    print_prediction(prediction, as_json=args.json, explanation=explained)
     return 0
 
 
-def print_prediction(prediction: Any, *, as_json: bool) -> None:
-    """Print a prediction as JSON or as a short report."""
+def decision_line(prediction: Any) -> str:
+    """The decision with the figures it was validated at, in one line."""
+    point = prediction.operating_point
+    if point is None:
+        return f"{prediction.decision.value} (the model has no validated operating point)"
+
+    def figure(name: str) -> str:
+        p = getattr(point, name)
+        if p.value is None:
+            return f"{name} n/a"
+        return f"{name} {p.value:.2f} ({p.ci_low:.2f}-{p.ci_high:.2f})"
+
+    return (
+        f"{prediction.decision.value} at threshold {point.threshold:.3f} ({point.rule}); on "
+        f"{point.chosen_on} (n={point.cases}, prevalence {point.prevalence:.2f}): "
+        f"{figure('sensitivity')}, {figure('npv')}"
+    )
+
+
+def print_prediction(
+    prediction: Any, *, as_json: bool, explanation: dict[str, Any] | None = None
+) -> None:
+    """Print a prediction (and where its explanation went) as JSON or as a short report."""
+    point = prediction.operating_point
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "probability": prediction.probability,
-                    "logit": prediction.logit,
-                    "model_name": prediction.model_name,
-                    "model_version": prediction.model_version,
-                    "provenance": prediction.provenance,
-                },
-                indent=2,
-            )
-        )
+        answer = {
+            "probability": prediction.probability,
+            "logit": prediction.logit,
+            "decision": prediction.decision.value,
+            "operating_point": None if point is None else point.to_dict(),
+            "model_name": prediction.model_name,
+            "model_version": prediction.model_version,
+            "provenance": prediction.provenance,
+        }
+        if explanation is not None:
+            answer["explanation"] = explanation
+        print(json.dumps(answer, indent=2))
         return
     print(
         f"P(axillary nodes positive after NAT) = {prediction.probability:.4f} "
         f"(logit {prediction.logit:+.4f})"
     )
+    print(f"decision: {decision_line(prediction)}")
+    if explanation is not None:
+        side, where = explanation["grid"], explanation["overlay"]
+        print(f"explanation: {side} x {side} map in {where}")
     print(f"model {prediction.model_name} {prediction.model_version}")
     print("provenance:")
     print(json.dumps(prediction.provenance, indent=2))
