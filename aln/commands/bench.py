@@ -26,6 +26,11 @@ BENCHMARKS = {
     "fuzz": ("fuzz_preprocessing", "mutation fuzzing of the preprocessing"),
     "overload": ("overload", "open-loop overload, shedding and recovery of the ensemble"),
     "soak": ("soak", "memory, throughput and p99 under sustained load at half capacity"),
+    "explain": ("explanation_cost", "explanation latency and its cost to predictions (10% mix)"),
+    "explain-evidence": (
+        "explanation_evidence",
+        "occlusion importance inside the lesion vs the rest, trained vs untrained",
+    ),
 }
 
 
