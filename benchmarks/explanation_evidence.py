@@ -3,14 +3,15 @@ r"""Does the occlusion map mean something? Importance inside the lesion vs the r
 On the synthetic cohort the label depends on the primary lesion's size and margin, so a model
 that learned it should lose most of its answer when the lesion is hidden. For each case of the
 chosen splits this benchmark computes the map the served ``aln_explain`` computes (the same
-:func:`aln.serving.occlusion.occlusion_map` over the same exported ONNX graphs, run here in
-process, for speed and so that no server's timing enters), takes the lesion disc from the
-cohort's ground truth (centre and bounding box in stored pixels), maps every cell centre of the
-crop back to stored pixels (undoing the mirror of a right breast), and compares the mean
-absolute importance of the cells inside the lesion with the cells outside. A trained model and
-an untrained one (same backbone, seeded random weights) are measured side by side.
+:func:`aln.serving.occlusion.occlusion_map`, here over the checkpoint's torch network in
+process: the served map equals it within 1e-3, ``tests/integration/test_explain.py``), takes
+the lesion disc from the cohort's ground truth (centre and bounding box in stored pixels), maps
+every cell centre of the crop back to stored pixels (undoing the mirror of a right breast), and
+compares the mean absolute importance of the cells inside the lesion with the cells outside. A
+trained model and an untrained one (same backbone, seeded random weights) are measured side by
+side.
 
-    aln bench explain-evidence --cohort runs/cohort --checkpoint runs/trained \\
+    aln bench explain-evidence --cohort runs/cohort --checkpoint runs/trained \
         [--untrained runs/demo] [--grid 8] [--splits test]
 """
 
@@ -63,91 +64,91 @@ def inside_and_outside(
     return float(magnitude[inside].mean()), float(magnitude[~inside].mean()), int(inside.sum())
 
 
-def _engines_for(engines: dict[str, Any], tensors: Any) -> tuple[Any, Any]:
-    """The backbone and head callables of :func:`occlusion_map` for one study."""
-    image, embedding = contract.BACKBONE_INPUT.name, contract.BACKBONE_OUTPUT.name
-    fixed = {
-        contract.AUXILIARY_EMBEDDING.name: engines[contract.BACKBONE_AUXILIARY].run(
-            {image: tensors.auxiliary_image[None]}
-        )[embedding],
-        contract.AUXILIARY_PRESENT.name: tensors.auxiliary_present[None],
-        contract.CLINICAL_VECTOR.name: tensors.clinical_vector[None],
-    }
+def _callables(net: Any, tensors: Any) -> tuple[Any, Any]:
+    """The backbone and head callables of :func:`occlusion_map` for one study (torch)."""
+    import torch
 
-    def backbone(crops: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        out: npt.NDArray[np.float32] = engines[contract.BACKBONE_PRIMARY].run({image: crops})[
-            embedding
+    with torch.inference_mode():
+        fixed = [
+            net.backbone_auxiliary(torch.from_numpy(tensors.auxiliary_image[None])),
+            torch.from_numpy(tensors.auxiliary_present[None]),
+            torch.from_numpy(tensors.clinical_vector[None]),
         ]
+
+    @torch.inference_mode()
+    def backbone(crops: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        out: npt.NDArray[np.float32] = net.backbone_primary(torch.from_numpy(crops)).numpy()
         return out
 
+    @torch.inference_mode()
     def logits(embeddings: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        feeds = {k: np.repeat(v, len(embeddings), axis=0) for k, v in fixed.items()}
-        feeds[contract.PRIMARY_EMBEDDING.name] = embeddings
-        out: npt.NDArray[np.float32] = engines[contract.FUSION_HEAD].run(feeds)[
-            contract.ALN_LOGIT.name
-        ]
+        rows = len(embeddings)
+        inputs = [torch.from_numpy(embeddings), *(f.expand(rows, -1) for f in fixed)]
+        out: npt.NDArray[np.float32] = net.fusion_head(*inputs)[0].numpy()
         return out
 
     return backbone, logits
 
 
 def measure(checkpoint: Path, cases: list[Case], grid: int) -> dict[str, Any]:
-    """The per-case comparison for one checkpoint (exported to fp32 ONNX on the way)."""
-    from aln.export.onnx_export import GRAPH_FILES
-    from aln.export.pipeline import export_checkpoint
-    from aln.preprocessing.manifest import read_manifest
+    """The per-case comparison for one checkpoint."""
+    from aln.model.checkpoint import load_checkpoint
     from aln.preprocessing.pipeline import StudyInput, preprocess_study
-    from aln.serving.engine import OnnxEngine
-    from aln.serving.spec import EngineSettings
 
-    manifest = read_manifest(checkpoint)
+    net, manifest = load_checkpoint(checkpoint)
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="aln-evidence-") as scratch:
-        export_checkpoint(checkpoint, Path(scratch), "onnx", "fp32")
-        settings = EngineSettings(threads=2)
-        engines = {m: OnnxEngine(Path(scratch) / f, settings) for m, f in GRAPH_FILES.items()}
-        for case in cases:
-            tensors = preprocess_study(
-                StudyInput(case.primary.read_bytes(), case.region, case.options),
-                case.clinical,
-                manifest.schema,
-                manifest.crop,
-            )
-            backbone, logits = _engines_for(engines, tensors)
-            base = float(logits(backbone(tensors.primary_image[None])).reshape(-1)[0])
-            importance = occlusion_map(tensors.primary_image, base, grid, backbone, logits)
-            primary = tensors.provenance["primary"]
-            bbox = case.region.bbox
-            if bbox is None:
-                raise ValueError(f"Case {case.case_id} has no lesion bounding box in the manifest")
-            inside, outside, cells = inside_and_outside(
-                importance,
-                tuple(primary["crop_box"]),
-                bool(primary["flipped"]),
-                (case.region.centre_x, case.region.centre_y),
-                (bbox[2] - bbox[0]) / 2,
-            )
-            rows.append(
-                {
-                    "case_id": case.case_id,
-                    "split": case.split,
-                    "label": case.label,
-                    "inside_mean_abs": inside,
-                    "outside_mean_abs": outside,
-                    "cells_inside": cells,
-                    "inside_wins": bool(inside > outside),
-                }
-            )
+    for case in cases:
+        tensors = preprocess_study(
+            StudyInput(case.primary.read_bytes(), case.region, case.options),
+            case.clinical if manifest.clinical_dim else {},  # an image-only model takes none
+            manifest.schema,
+            manifest.crop,
+        )
+        backbone, logits = _callables(net, tensors)
+        base = float(logits(backbone(tensors.primary_image[None])).reshape(-1)[0])
+        importance = occlusion_map(tensors.primary_image, base, grid, backbone, logits)
+        primary = tensors.provenance["primary"]
+        bbox = case.region.bbox
+        if bbox is None:
+            raise ValueError(f"Case {case.case_id} has no lesion bounding box in the manifest")
+        inside, outside, cells = inside_and_outside(
+            importance,
+            tuple(primary["crop_box"]),
+            bool(primary["flipped"]),
+            (case.region.centre_x, case.region.centre_y),
+            (bbox[2] - bbox[0]) / 2,
+        )
+        rows.append(
+            {
+                "case_id": case.case_id,
+                "split": case.split,
+                "label": case.label,
+                "inside_mean_abs": inside,
+                "outside_mean_abs": outside,
+                "cells_inside": cells,
+                "inside_wins": bool(inside > outside),
+            }
+        )
     valid = [r for r in rows if np.isfinite(r["inside_mean_abs"])]
     ratios = [r["inside_mean_abs"] / r["outside_mean_abs"] for r in valid if r["outside_mean_abs"]]
     return {
         "checkpoint": str(checkpoint),
         "model": manifest.identity,
         "training_status": manifest.training.get("status"),
+        "training_config": manifest.training.get("config"),
+        "best_val_auc": manifest.training.get("best_val_auc"),
         "cases": len(rows),
         "cases_compared": len(valid),
         "fraction_inside_wins": round(sum(r["inside_wins"] for r in valid) / len(valid), 4),
         "median_inside_over_outside": round(float(np.median(ratios)), 3),
+        "by_split": {
+            split: round(
+                sum(r["inside_wins"] for r in valid if r["split"] == split)
+                / max(1, sum(r["split"] == split for r in valid)),
+                4,
+            )
+            for split in sorted({r["split"] for r in valid})
+        },
         "rows": rows,
     }
 
