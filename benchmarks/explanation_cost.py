@@ -1,8 +1,8 @@
 """What an explanation costs: its latency, and what a 10% mix does to predictions.
 
 The mix: 10% of requests ask for an explanation; measured are prediction throughput and p99.
-For each occlusion chunk size (occluded crops per backbone request; the served default and the
-whole map in one request, the ablation of the queueing rule that keeps predictions ahead) a
+For each occlusion chunk size (occluded crops per backbone request: a quarter of a backbone
+batch, and the whole batch as served; the ablation of how explanations share the engines) a
 server is started with that setting and measured in three steps, one after another:
 
 1. alone: serial predictions, then serial explanations (no other load);
@@ -28,7 +28,8 @@ from aln.benchmarks import workload as workloads
 from aln.benchmarks.latency import NO_RETRY, Tally
 from aln.benchmarks.machine import describe_machine, versions, write_result
 from aln.client import AlnClientError, AsyncAlnClient
-from aln.serving.occlusion import DEFAULT_CHUNK, DEFAULT_GRID, check_grid
+from aln.serving.occlusion import DEFAULT_GRID, check_grid
+from aln.serving.spec import spec_default
 
 
 async def _alone(
@@ -118,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", type=int, default=DEFAULT_GRID)
     parser.add_argument(
         "--chunks",
-        default=f"{DEFAULT_CHUNK},{DEFAULT_GRID**2}",
-        help="occlusion chunk sizes to serve, comma-separated (default: served, whole map)",
+        default=f"8,{spec_default('max_batch')}",
+        help="occlusion chunk sizes to serve, comma-separated (default: a quarter batch, and "
+        "the whole batch the backbones take, as served)",
     )
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--every", type=int, default=10, help="one request in N is explained")

@@ -187,7 +187,7 @@ def explain_config(spec: RepositorySpec) -> mc.ModelConfig:
     config.input.extend(_input(t, spec.widths) for t in contract.EXPLAIN_INPUTS)
     config.output.extend(_output(t, spec.widths) for t in contract.EXPLAIN_OUTPUTS)
     _scheduling(spec, config, spec.explain_instances, 1)
-    config.parameters[CHUNK_PARAMETER].string_value = str(spec.explain_chunk)
+    config.parameters[CHUNK_PARAMETER].string_value = str(spec.occlusion_chunk)
     return config
 
 

@@ -27,9 +27,9 @@ GRID_BOUNDS = (2, 16)
 DEFAULT_GRID = 8
 """The grid side when a request names none: 32-pixel cells of the 256-pixel crop (4 mm of a
 5 cm crop), 64 backbone runs."""
-DEFAULT_CHUNK = 8
-"""Occluded crops per engine request: a prediction queued behind an explanation waits for at
-most one chunk (the bound ``aln bench explain`` measures)."""
+DEFAULT_CHUNK = 32
+"""Occluded crops per engine request when none is configured (the served repositories send a
+whole backbone batch: :attr:`aln.serving.spec.RepositorySpec.occlusion_chunk`)."""
 
 FloatArray = npt.NDArray[np.float32]
 Backbone = Callable[[FloatArray], FloatArray]

@@ -14,7 +14,6 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar, Literal
 
 from aln.preprocessing import contract
-from aln.serving.occlusion import DEFAULT_CHUNK
 
 Profile = Literal["embedded", "production"]
 PROFILES: tuple[Profile, ...] = ("embedded", "production")
@@ -230,8 +229,12 @@ class RepositorySpec:
         explain_instances: Explanations computed at once (``aln_explain`` instances). One by
             default: an explanation is dozens of backbone runs, and the engines serve
             predictions first of all.
-        explain_chunk: Occluded crops per backbone request of an explanation; a prediction
-            waits behind at most one chunk (:data:`aln.serving.occlusion.DEFAULT_CHUNK`).
+        explain_chunk: Occluded crops per backbone request of an explanation; 0 (the default)
+            sends a whole backbone batch (``max_batch``). Measured on 2 cores
+            (``benchmarks/results/explain-*.json``): chunks smaller than a batch let the
+            dynamic batcher put predictions into an explanation's batch, where they wait for
+            all of it; a full batch runs alone on one backbone instance while predictions take
+            the other.
     """
 
     embedding_dim: int
@@ -252,7 +255,7 @@ class RepositorySpec:
     decode: Literal["region", "full"] = "region"
     skip_absent_auxiliary: bool = True
     explain_instances: int = 1
-    explain_chunk: int = DEFAULT_CHUNK
+    explain_chunk: int = 0
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -276,12 +279,16 @@ class RepositorySpec:
             "engine_threads",
             "queue_timeout_us",
             "explain_instances",
-            "explain_chunk",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(
                     f"A {name} of {getattr(self, name)} is invalid, it must be at least 1"
                 )
+        if not 0 <= self.explain_chunk <= self.max_batch:
+            raise ValueError(
+                f"An explain_chunk of {self.explain_chunk} is invalid, it must be 0 (a whole "
+                f"batch) to max_batch ({self.max_batch}): the backbones take batches of that size"
+            )
         for name in ("max_queue_size", "max_queue_delay_us"):
             if getattr(self, name) < 0:
                 raise ValueError(
@@ -312,6 +319,11 @@ class RepositorySpec:
     def model_precision(self, model: str) -> str:
         """The precision ``model``'s engine runs in (:func:`model_precision`)."""
         return model_precision(model, self.engine_precision)
+
+    @property
+    def occlusion_chunk(self) -> int:
+        """Occluded crops per backbone request of an explanation (``explain_chunk`` resolved)."""
+        return self.explain_chunk or self.max_batch
 
     @property
     def engine_label(self) -> str:

@@ -25,6 +25,8 @@ OWN_OPTION = {
     "fuzz": "--cases",
     "overload": "--factor",
     "soak": "--duration-min",
+    "explain": "--chunks",
+    "explain-evidence": "--untrained",
     "baseline": "--skip-absent-auxiliary",
 }
 

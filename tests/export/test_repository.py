@@ -1,5 +1,6 @@
 """Generated configs: valid ModelConfig protobufs, committed copies in sync, both profiles."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,28 @@ def test_every_config_round_trips_through_modelconfig(profile):
         assert config.name == name
 
 
+def test_the_explain_model_serves_in_both_profiles_with_its_chunk():
+    for profile in ("embedded", "production"):
+        configs = model_configs(RepositorySpec(768, 40, profile=profile, explain_chunk=4))
+        explain = configs[contract.EXPLAIN]
+        assert explain.backend == "python" and explain.max_batch_size == 1
+        assert explain.instance_group[0].count == 1
+        assert explain.parameters["occlusion_chunk"].string_value == "4"
+        whole = model_configs(RepositorySpec(768, 40, profile=profile, max_batch=16))
+        assert whole[contract.EXPLAIN].parameters["occlusion_chunk"].string_value == "16"
+        assert [i.name for i in explain.input][-1] == "explain_grid"
+        assert [o.name for o in explain.output][:3] == [
+            "explanation_map",
+            "explanation_crop",
+            "explanation_box",
+        ]
+    ensemble = configs[contract.ENSEMBLE]
+    assert json.loads(ensemble.parameters["operating_point"].string_value) == {
+        "model_version": "",
+        "operating_point": None,
+    }
+
+
 def test_ensemble_wiring_uses_contract_names():
     ensemble = model_configs(COMMITTED_SPEC)[contract.ENSEMBLE]
     assert ensemble.platform == "ensemble"
@@ -88,12 +111,14 @@ def test_composing_models_batch_queue_and_warm_up():
             assert not config.HasField("dynamic_batching")  # an ensemble has no queue of its own
             assert config.max_batch_size == 1  # one study per request
             continue
-        # preprocess takes one study at a time per instance; the engines batch
-        assert config.max_batch_size == (1 if name == contract.PREPROCESS else 16)
+        # preprocess and explain take one study at a time per instance; the engines batch
+        one_at_a_time = name in (contract.PREPROCESS, contract.EXPLAIN)
+        assert config.max_batch_size == (1 if one_at_a_time else 16)
         policy = config.dynamic_batching.default_queue_policy
         assert policy.max_queue_size == 10 and policy.default_timeout_microseconds == 5_000_000
         assert policy.timeout_action == mc.ModelQueuePolicy.REJECT
-        assert len(config.model_warmup) == 1
+        # no warm-up for explain: one would be dozens of backbone runs at every load
+        assert len(config.model_warmup) == (0 if name == contract.EXPLAIN else 1)
     assert model_configs(spec)[contract.PREPROCESS].instance_group[0].count == 3
     dicom = model_configs(spec)[contract.PREPROCESS].input[0]
     assert (
@@ -160,6 +185,12 @@ def test_openvino_in_both_profiles_from_one_spec(precision):
         ({"engine_format": "openvino", "engine_precision": "fp16"}, "'fp16' is invalid for open"),
         ({"max_queue_delay_us": -1}, "max_queue_delay_us of -1"),
         ({"max_batch": 0}, "max_batch of 0"),
+        ({"explain_chunk": -1}, r"explain_chunk of -1 is invalid, it must be 0 \(a whole"),
+        (
+            {"explain_chunk": 64},
+            r"explain_chunk of 64 is invalid, it must be 0 \(a whole batch\) to max_batch \(32\)",
+        ),
+        ({"explain_instances": 0}, "explain_instances of 0"),
     ],
 )
 def test_invalid_spec(kwargs, message):
