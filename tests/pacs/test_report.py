@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import shutil
 import subprocess
@@ -111,8 +112,7 @@ def test_no_decision_without_an_operating_point(images):
 
 def test_images_of_two_studies_are_refused(images):
     primary, auxiliary = images
-    other = pydicom.Dataset()
-    other.update(auxiliary)
+    other = copy.deepcopy(auxiliary)
     other.StudyInstanceUID = pydicom.uid.generate_uid()
     with pytest.raises(ReportError, match="belong to different studies"):
         build_report(primary, prediction(auxiliary=True), other)
