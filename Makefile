@@ -6,8 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 # Debian packages: dicom3tools (dciodvfy, used by the tests), libopenjp2-7 (OpenJPEG for
-# region decoding of JPEG 2000 through glymur), libpython3.11 (the Triton Python-backend stub).
-SYSTEM_PACKAGES := dicom3tools libopenjp2-7 libpython3.11
+# region decoding of JPEG 2000 through glymur), libpython3.11 (the Triton Python-backend stub),
+# orthanc and orthanc-dicomweb (the PACS node of the tests and the demo; its service is not used:
+# aln.pacs.orthanc starts its own on loopback).
+SYSTEM_PACKAGES := dicom3tools libopenjp2-7 libpython3.11 orthanc orthanc-dicomweb
 
 .PHONY: install system-deps run test lint typecheck unit bench-crop clean
 
@@ -25,6 +27,8 @@ system-deps:
 	command -v dciodvfy >/dev/null || missing="$$missing dicom3tools"; \
 	ldconfig -p | grep -q 'libopenjp2.so.7' || missing="$$missing libopenjp2-7"; \
 	ldconfig -p | grep -q 'libpython3.11.so.1.0' || missing="$$missing libpython3.11"; \
+	[ -x /usr/sbin/Orthanc ] || missing="$$missing orthanc"; \
+	[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing="$$missing orthanc-dicomweb"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -1,0 +1,180 @@
+"""A real Orthanc PACS node on loopback, for the tests and the demo.
+
+Orthanc comes from Debian (packages ``orthanc`` and ``orthanc-dicomweb``, installed by ``make
+install``). :class:`OrthancNode` writes a configuration of its own (temporary storage, the
+DICOMweb plugin on, HTTP authentication on, remote access off, free loopback ports), starts the
+server, waits until its REST API answers an authenticated request, and stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+ORTHANC = "Orthanc"
+"""The server binary (``/usr/sbin/Orthanc`` from Debian's ``orthanc``)."""
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+"""The DICOMweb plugin (Debian's ``orthanc-dicomweb``)."""
+DICOMWEB_ROOT = "/dicom-web/"
+
+
+class OrthancError(RuntimeError):
+    """Orthanc is not installed, or did not start (its log's last lines are in the message)."""
+
+
+@dataclass
+class OrthancNode:
+    """An Orthanc server on loopback with a generated configuration.
+
+    Attributes:
+        http_port: REST and DICOMweb port (a free one when 0).
+        dicom_port: DIMSE port (a free one when 0).
+        stable_age_s: Seconds without a new instance before a study is "stable" (``/changes``).
+        username: HTTP user (generated).
+        password: HTTP password (generated).
+    """
+
+    http_port: int = 0
+    dicom_port: int = 0
+    stable_age_s: int = 2
+    username: str = "aln"
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _work: Path | None = field(default=None, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        """The REST API's base URL."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        """The DICOMweb service's base URL."""
+        return self.url + DICOMWEB_ROOT.rstrip("/")
+
+    @property
+    def auth_header(self) -> str:
+        """The ``Authorization`` header value of the configured user."""
+        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        return f"Basic {token}"
+
+    def configuration(self, storage: Path) -> dict[str, object]:
+        """The Orthanc configuration this node runs with."""
+        return {
+            "Name": "aln-orthanc",
+            "StorageDirectory": str(storage / "storage"),
+            "IndexDirectory": str(storage / "index"),
+            "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port,
+            "DicomAet": "ALNORTHANC",
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": True,
+            "RegisteredUsers": {self.username: self.password},
+            "StableAge": self.stable_age_s,
+            "Plugins": [str(DICOMWEB_PLUGIN)],
+            "DicomWeb": {"Enable": True, "Root": DICOMWEB_ROOT, "EnableWado": True},
+            "HttpTimeout": 60,
+        }
+
+    def start(self, timeout_s: float = 60.0) -> OrthancNode:
+        """Start the server and wait until it answers.
+
+        Raises:
+            OrthancError: Orthanc or its DICOMweb plugin is not installed, or it did not answer
+                within ``timeout_s``.
+        """
+        from aln.serving.server import free_port
+
+        if shutil.which(ORTHANC) is None and not Path("/usr/sbin/Orthanc").exists():
+            raise OrthancError(
+                "Orthanc is not installed: apt-get install orthanc orthanc-dicomweb "
+                "(make install does it)"
+            )
+        if not DICOMWEB_PLUGIN.exists():
+            raise OrthancError(
+                f"The DICOMweb plugin {DICOMWEB_PLUGIN} is missing: apt-get "
+                "install orthanc-dicomweb"
+            )
+        self.http_port = self.http_port or free_port()
+        self.dicom_port = self.dicom_port or free_port()
+        self._work = Path(tempfile.mkdtemp(prefix="aln-orthanc-"))
+        config = self._work / "orthanc.json"
+        config.write_text(json.dumps(self.configuration(self._work), indent=2))
+        binary = shutil.which(ORTHANC) or "/usr/sbin/Orthanc"
+        log = (self._work / "orthanc.log").open("wb")
+        self._process = subprocess.Popen(
+            [binary, str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise OrthancError(f"Orthanc exited at start: {self.log_tail()}")
+            try:
+                self.get("/system")
+                return self
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.2)
+        self.stop()
+        raise OrthancError(f"Orthanc did not answer within {timeout_s:.0f} s: {self.log_tail()}")
+
+    def get(self, path: str) -> object:
+        """An authenticated GET of the REST API, as parsed JSON."""
+        request = urllib.request.Request(
+            self.url + path, headers={"Authorization": self.auth_header}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def upload(self, dicom: bytes) -> dict[str, object]:
+        """Store one DICOM object through the REST API (as a modality's C-STORE would)."""
+        request = urllib.request.Request(
+            self.url + "/instances",
+            data=dicom,
+            headers={"Authorization": self.auth_header, "Content-Type": "application/dicom"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer: dict[str, object] = json.loads(response.read())
+            return answer
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the server's log."""
+        if self._work is None or not (self._work / "orthanc.log").exists():
+            return ""
+        text = (self._work / "orthanc.log").read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after ``timeout_s``) and remove its storage."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+        if self._work is not None:
+            shutil.rmtree(self._work, ignore_errors=True)
+            self._work = None
+
+    def __enter__(self) -> OrthancNode:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
