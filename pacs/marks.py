@@ -114,7 +114,7 @@ def read_marks(
             role = _role(group, mark, rule)
             if role is None:
                 continue
-            _check(mark, images)
+            check_mark(mark, images)
             (primary if role == "primary" else auxiliary).append(mark)
     if not primary:
         raise MarkError(
@@ -224,7 +224,12 @@ def _geometry(
     raise MarkError(f"The mark {identifier!r} has graphic type {graphic}, which is not supported")
 
 
-def _check(mark: Mark, images: Mapping[str, Dataset]) -> None:
+def check_mark(mark: Mark, images: Mapping[str, Dataset]) -> None:
+    """Refuse a mark off the study's images, on a non-2D image, or reaching outside its image.
+
+    Raises:
+        MarkError: Naming the mark and the reason.
+    """
     image = images.get(mark.sop_instance_uid)
     name = mark.tracking_identifier or mark.graphic_type
     if image is None:

@@ -114,6 +114,14 @@ def build_report(
     return sr
 
 
+def is_result(report: Dataset) -> bool:
+    """Whether an SR is one of this project's results (never read as a radiologist's marks)."""
+    schemes = report.get("CodingSchemeIdentificationSequence", [])
+    return report.get("Manufacturer") == MANUFACTURER and any(
+        item.get("CodingSchemeDesignator") == aln_codes.SCHEME for item in schemes
+    )
+
+
 def read_probability(report: Dataset) -> float:
     """The probability an SR written by :func:`build_report` holds.
 

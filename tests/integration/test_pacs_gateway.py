@@ -1,0 +1,95 @@
+"""The gateway end to end: a study in a real Orthanc, marks from its SR, Triton, the SR back."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pydicom
+import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
+
+from aln.client import AlnClient, ImageInput
+from aln.pacs.gateway import Gateway, encoded
+from aln.pacs.marks import Mark, MarkError
+from aln.pacs.orthanc import DICOMWEB_PLUGIN, OrthancNode
+from aln.pacs.records import FolderRecords, RecordNotFoundError
+from aln.pacs.report import read_probability
+from aln.synthetic.mammogram import synth_case
+from tests.pacs.test_marks import G, group, report
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("Orthanc") is None and not DICOMWEB_PLUGIN.exists(),
+    reason="Orthanc comes with make install (Debian orthanc, orthanc-dicomweb)",
+)
+
+
+@pytest.fixture(scope="module")
+def pacs():
+    with OrthancNode() as node:
+        session = requests.Session()
+        session.auth = (node.username, node.password)
+        yield node, DICOMwebClient(url=node.dicomweb_url, session=session)
+
+
+def new_study(pacs, seed, *, marked=True):
+    node, _ = pacs
+    case = synth_case(np.random.default_rng(seed), "hologic", "explicit", shape=(1400, 1150))
+    image = pydicom.dcmread(io.BytesIO(case.dicom))
+    node.upload(case.dicom)
+    if marked:
+        marks = report([image], [group(image, G.POINT, [case.lesion_centre], "primary lesion")])
+        node.upload(encoded(marks))
+    return case, image
+
+
+def test_a_marked_study_is_predicted_and_its_sr_written_once(served, pacs, tmp_path):
+    _, dicomweb = pacs
+    case, image = new_study(pacs, 31)
+    (tmp_path / f"{image.StudyInstanceUID}.json").write_text(json.dumps(case.clinical))
+    with AlnClient(served[2], timeout_s=60) as client:
+        gateway = Gateway(dicomweb, client, FolderRecords(tmp_path))
+        first = gateway.predict_study(image.StudyInstanceUID)
+        again = gateway.predict_study(image.StudyInstanceUID)
+        direct = client.predict(ImageInput(case.dicom, case.lesion_centre), case.clinical)
+    assert first.written and not again.written  # the same model version writes one SR
+    assert again.sr_sop_instance_uid == first.sr_sop_instance_uid
+    assert abs(first.prediction.probability - direct.probability) <= 1e-6
+    series = dicomweb.search_for_series(image.StudyInstanceUID)
+    assert sorted(s["00080060"]["Value"][0] for s in series) == ["MG", "SR", "SR"]  # marks, result
+    found = dicomweb.search_for_instances(
+        image.StudyInstanceUID, search_filters={"SOPInstanceUID": first.sr_sop_instance_uid}
+    )
+    assert len(found) == 1
+    stored = dicomweb.retrieve_instance(
+        image.StudyInstanceUID, found[0]["0020000E"]["Value"][0], first.sr_sop_instance_uid
+    )
+    assert abs(read_probability(stored) - direct.probability) <= 1e-6
+
+
+def test_an_unmarked_study_takes_a_one_off_lesion_or_is_refused(served, pacs, tmp_path):
+    _, dicomweb = pacs
+    case, image = new_study(pacs, 32, marked=False)
+    (tmp_path / f"{image.AccessionNumber}.json").write_text(json.dumps(case.clinical))
+    with AlnClient(served[2], timeout_s=60) as client:
+        gateway = Gateway(dicomweb, client, FolderRecords(tmp_path))
+        with pytest.raises(MarkError, match="no primary lesion mark"):
+            gateway.predict_study(image.StudyInstanceUID)
+        lesion = Mark(str(image.SOPInstanceUID), case.lesion_centre, None, "POINT", "override")
+        done = gateway.predict_study(image.StudyInstanceUID, lesion)
+        assert done.written and 0 < done.prediction.probability < 1
+        elsewhere = Mark("1.2.3.4", case.lesion_centre, None, "POINT", "override")
+        with pytest.raises(MarkError, match="is not an image of this study"):
+            gateway.predict_study(image.StudyInstanceUID, elsewhere)
+
+
+def test_a_study_without_a_clinical_record_is_refused_naming_the_files(served, pacs, tmp_path):
+    _, dicomweb = pacs
+    _, image = new_study(pacs, 33)
+    with AlnClient(served[2], timeout_s=60) as client:
+        gateway = Gateway(dicomweb, client, FolderRecords(tmp_path))
+        with pytest.raises(RecordNotFoundError, match=f"no {image.StudyInstanceUID}.json or"):
+            gateway.predict_study(image.StudyInstanceUID)
