@@ -16,9 +16,10 @@ from collections.abc import Callable, Sequence
 
 from aln import __version__
 from aln.client.errors import AlnClientError, InvalidInputError, ModelUnavailableError
-from aln.commands import UsageError, bench, data, demo, modelling, serving, training
+from aln.commands import UsageError, bench, data, demo, modelling, pacs, serving, training
 from aln.errors import MissingComponentError
 from aln.model.errors import ModelError
+from aln.pacs.errors import PacsError
 from aln.preprocessing.errors import ConfigurationError, PreprocessingError
 from aln.serving.errors import ServingError
 from aln.training.errors import CohortError
@@ -36,6 +37,7 @@ BAD_INPUT = (
     InvalidInputError,
     CohortError,
     UsageError,
+    PacsError,
 )
 """Errors about what the user gave: one line, exit status 2."""
 
@@ -57,6 +59,9 @@ EXTRAS = {
     "matplotlib": "training",
     "tqdm": "training",
     "locust": "benchmarks",
+    "highdicom": "pacs",
+    "dicomweb_client": "pacs",
+    "requests": "pacs",
 }
 """Top-level module -> the extra of ``aln-triton`` that installs it."""
 
@@ -73,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"aln-triton {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, modelling, serving, training, demo, bench):
+    for module in (data, modelling, serving, training, demo, bench, pacs):
         module.register(commands)
     return parser
 

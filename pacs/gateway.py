@@ -18,6 +18,7 @@ from typing import Any
 from pydicom import Dataset
 
 from aln.client import AlnClient, ImageInput, Prediction
+from aln.pacs.errors import GatewayError
 from aln.pacs.marks import Mark, MarkRule, StudyMarks, check_mark, read_marks
 from aln.pacs.records import ClinicalRecords
 from aln.pacs.report import build_report, is_result
@@ -30,10 +31,6 @@ SR_CLASSES = {
 }
 """SOP classes a viewer's measurement report may be stored as."""
 SOP_CLASS, SOP_INSTANCE, SERIES = "00080016", "00080018", "0020000E"
-
-
-class GatewayError(RuntimeError):
-    """The study cannot be predicted (naming the study and the reason)."""
 
 
 @dataclass(frozen=True)

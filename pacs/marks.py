@@ -31,6 +31,8 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from aln.pacs.errors import MarkError
+
 REFUSED_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.1.2.1": "a For Processing mammogram (raw detector data)",
     "1.2.840.10008.5.1.4.1.1.13.1.3": "a breast tomosynthesis volume",
@@ -40,10 +42,6 @@ REFUSED_CLASSES = {
 """Image types a mark may not be drawn on, and how the refusal names them."""
 
 BBox = tuple[float, float, float, float]
-
-
-class MarkError(ValueError):
-    """A mark cannot be used; the message names the mark and the reason."""
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,8 @@ import json
 from pathlib import Path
 from typing import Any, Protocol
 
+from aln.pacs.errors import RecordNotFoundError
 from aln.preprocessing.clinical import ClinicalSchema
-
-
-class RecordNotFoundError(LookupError):
-    """No clinical record for a study (naming what was looked for and where)."""
 
 
 class ClinicalRecords(Protocol):

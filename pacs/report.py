@@ -24,15 +24,12 @@ from pydicom.uid import generate_uid
 
 from aln.client.types import Prediction
 from aln.pacs import codes as aln_codes
+from aln.pacs.errors import ReportError
 from aln.preprocessing.decision import Decision
 
 MANUFACTURER = "aln-triton"
 SERIES_DESCRIPTION = "aln-triton axillary lymph node prediction (research use)"
 SERIES_NUMBER = 9901
-
-
-class ReportError(ValueError):
-    """The prediction and the source images do not fit together (naming what differs)."""
 
 
 def report_uids(sources: Sequence[Dataset], prediction: Prediction) -> tuple[str, str]:

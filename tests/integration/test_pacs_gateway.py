@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pydicom
@@ -93,3 +96,40 @@ def test_a_study_without_a_clinical_record_is_refused_naming_the_files(served, p
         gateway = Gateway(dicomweb, client, FolderRecords(tmp_path))
         with pytest.raises(RecordNotFoundError, match=f"no {image.StudyInstanceUID}.json or"):
             gateway.predict_study(image.StudyInstanceUID)
+
+
+def test_cli_pacs_predict_writes_once_and_names_a_missing_record(served, pacs, tmp_path):
+    node, _ = pacs
+    case, image = new_study(pacs, 34)
+    records = tmp_path / "records"
+    records.mkdir()
+    command = [
+        sys.executable,
+        "-m",
+        "aln",
+        "pacs",
+        "predict",
+        "--study",
+        image.StudyInstanceUID,
+        "--pacs",
+        node.dicomweb_url,
+        "--pacs-user",
+        node.username,
+        "--records",
+        str(records),
+        "--url",
+        served[2],
+        "--json",
+    ]
+    env = {**os.environ, "ALN_PACS_PASSWORD": node.password}
+    missing = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert missing.returncode == 2 and "No clinical record for study" in missing.stderr
+    (records / f"{image.StudyInstanceUID}.json").write_text(json.dumps(case.clinical))
+    runs = [
+        subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        for _ in range(2)
+    ]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
+    answers = [json.loads(r.stdout) for r in runs]
+    assert [a["written"] for a in answers] == [True, False]
+    assert answers[0]["sr_sop_instance_uid"] == answers[1]["sr_sop_instance_uid"]
