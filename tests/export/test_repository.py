@@ -24,6 +24,7 @@ MODELS = [
     contract.BACKBONE_PRIMARY,
     contract.BACKBONE_AUXILIARY,
     contract.FUSION_HEAD,
+    contract.EXPLAIN,
 ]
 
 
@@ -200,6 +201,7 @@ def test_invalid_spec(kwargs, message):
 
 def test_adapters_are_one_import_of_the_installed_package(tmp_path: Path):
     """Each model.py imports its class from aln.serving; the three engines share one adapter."""
+    assert set(ADAPTERS) == set(MODELS) - {contract.ENSEMBLE}
     write_committed(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(MODELS)
     for name, adapter in ADAPTERS.items():

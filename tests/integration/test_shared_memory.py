@@ -71,8 +71,11 @@ def test_concurrent_requests_each_get_their_own_region(served, studies):
     with AlnClient(url, shared_memory=True) as client:
         answers = client.predict_many(mixed, concurrency=4)
     # two studies of different sizes, four at a time: had two requests shared a region, some
-    # answer would be the other study's
-    assert [a.probability for a in answers] == [references[i % 2] for i in range(12)]
+    # answer would be the other study's (their probabilities differ by far more than the few
+    # float32 ulps a different dynamic batch composition moves an answer)
+    assert abs(references[0] - references[1]) > 1e-4
+    expected = [references[i % 2] for i in range(12)]
+    assert [a.probability for a in answers] == pytest.approx(expected, abs=1e-6)
     assert _of(client, _registered(url)) == []
 
 
