@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -156,8 +155,14 @@ class AsyncAlnClient(_request.ClientSettings):
 
     async def _release(self, region: Region) -> None:
         assert self._shared is not None
-        with contextlib.suppress(InferenceServerException):  # server gone: unlink regardless
-            await self._client.unregister_system_shared_memory(region.name)
+        for wait in (*_request.UNREGISTER_BACKOFF_S, None):
+            try:
+                await self._client.unregister_system_shared_memory(region.name)
+                break
+            except InferenceServerException as exc:
+                if wait is None or _request.unregister_failed_for_good(exc):
+                    break  # server gone: unlink regardless
+                await asyncio.sleep(wait)
         self._shared.pool.forget(region)
 
     async def predict_many(

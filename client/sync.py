@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -188,8 +187,14 @@ class AlnClient(_request.ClientSettings):
 
     def _release(self, region: Region) -> None:
         assert self._shared is not None
-        with contextlib.suppress(InferenceServerException):  # server gone: unlink regardless
-            self._client.unregister_system_shared_memory(region.name)
+        for wait in (*_request.UNREGISTER_BACKOFF_S, None):
+            try:
+                self._client.unregister_system_shared_memory(region.name)
+                break
+            except InferenceServerException as exc:
+                if wait is None or _request.unregister_failed_for_good(exc):
+                    break  # server gone: unlink regardless
+                time.sleep(wait)
         self._shared.pool.forget(region)
 
     def predict_many(

@@ -37,6 +37,12 @@ def register(commands: Any) -> None:
         help="engines in fp32: ONNX Runtime (default) or OpenVINO; int8 and bf16 need a trained "
         "checkpoint and `aln export`",
     )
+    demo.add_argument(
+        "--pacs",
+        action="store_true",
+        help="also start Orthanc (Debian), store the study with a radiologist's marks SR, and "
+        "run the PACS gateway: the result SR lands beside the study",
+    )
     demo.add_argument("--grpc-port", type=int, default=8001)
     demo.add_argument("--http-port", type=int, default=8000)
     demo.add_argument("--metrics-port", type=int, default=8002)
@@ -53,6 +59,43 @@ def _port(preferred: int) -> int:
             return preferred
         except OSError:
             return free_port()
+
+
+def _pacs_demo(
+    primary: Path, lesion: tuple[float, float], clinical: dict[str, Any], grpc_port: int, work: Path
+) -> None:
+    """The study through a real Orthanc: marks SR in, the gateway, the result SR beside it."""
+    import pydicom
+    import requests
+    from dicomweb_client.api import DICOMwebClient
+
+    from aln.client import AlnClient
+    from aln.pacs.gateway import Gateway, encoded
+    from aln.pacs.orthanc import OrthancNode
+    from aln.pacs.records import FolderRecords
+    from aln.synthetic.marks import DrawnMark, marks_report
+
+    print("[PACS] starting Orthanc (loopback, DICOMweb, authentication on) ...", flush=True)
+    with OrthancNode() as node:
+        image = pydicom.dcmread(primary)
+        node.upload(primary.read_bytes())
+        marks = marks_report([image], [DrawnMark(image, "POINT", [lesion], "primary lesion")])
+        node.upload(encoded(marks))
+        records = work / "records"
+        records.mkdir(parents=True, exist_ok=True)
+        (records / f"{image.StudyInstanceUID}.json").write_text(json.dumps(clinical))
+        session = requests.Session()
+        session.auth = (node.username, node.password)
+        with AlnClient(f"127.0.0.1:{grpc_port}") as client:
+            gateway = Gateway(
+                DICOMwebClient(node.dicomweb_url, session=session), client, FolderRecords(records)
+            )
+            result = gateway.predict_study(str(image.StudyInstanceUID))
+        print(
+            f"[PACS] study {result.study_uid}: P = {result.prediction.probability:.4f} from the "
+            f"radiologist's mark; result SR {result.sr_sop_instance_uid} stored beside it in "
+            "Orthanc (stopped now)"
+        )
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -107,6 +150,8 @@ def run_demo(args: argparse.Namespace) -> int:
             prediction = client.predict(primary, case.clinical, auxiliary=auxiliary)
         print_prediction(prediction, as_json=False)
         print("DEMO WEIGHTS: this number has no clinical validity.")
+        if args.pacs:
+            _pacs_demo(case.primary, lesion, case.clinical, config.grpc_port, work)
     except BaseException:
         server.stop()
         raise

@@ -133,3 +133,16 @@ def test_cli_pacs_predict_writes_once_and_names_a_missing_record(served, pacs, t
     answers = [json.loads(r.stdout) for r in runs]
     assert [a["written"] for a in answers] == [True, False]
     assert answers[0]["sr_sop_instance_uid"] == answers[1]["sr_sop_instance_uid"]
+
+
+def test_demo_with_pacs_files_the_result_beside_the_study(tmp_path):
+    """`aln demo --once --pacs`: Orthanc started and stopped, the gateway's SR stored."""
+    done = subprocess.run(
+        [sys.executable, "-m", "aln", "demo", "--once", "--pacs", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "[PACS] study" in done.stdout and "stored beside it in Orthanc" in done.stdout

@@ -12,10 +12,10 @@ import pydicom
 import pytest
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
-from pydicom.uid import generate_uid
 
 from aln.pacs.marks import MarkError, MarkRule, read_marks
 from aln.synthetic.mammogram import synth_case
+from aln.synthetic.marks import DrawnMark, marks_report
 
 
 @pytest.fixture(scope="module")
@@ -30,38 +30,11 @@ def study():
 
 
 def group(image, graphic, points, identifier, finding=codes.SCT.Lesion):
-    region = hd.sr.ImageRegion(
-        graphic_type=graphic,
-        graphic_data=np.asarray(points, dtype=np.float32),
-        source_image=hd.sr.SourceImageForRegion(image.SOPClassUID, image.SOPInstanceUID),
-    )
-    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=identifier),
-        referenced_region=region,
-        finding_type=finding,
-    )
+    return DrawnMark(image, graphic.value, points, identifier, finding)
 
 
-def report(images, groups):
-    observer = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Person,
-        observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
-            name="Radiologist^Reading"
-        ),
-    )
-    content = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_person_context=observer),
-        procedure_reported=codes.LN.CTUnspecifiedBodyRegion,
-        imaging_measurements=groups,
-    )
-    return hd.sr.Comprehensive3DSR(
-        evidence=list(images),
-        content=content,
-        series_instance_uid=generate_uid(),
-        series_number=300,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-    )
+def report(images, marks):
+    return marks_report(images, marks)
 
 
 G = hd.sr.GraphicTypeValues
