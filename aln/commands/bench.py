@@ -46,7 +46,8 @@ def register(commands: Any) -> None:
         "benchmark",
         choices=tuple(BENCHMARKS),
         metavar="BENCHMARK",
-        help="; ".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items()),
+        # argparse %-formats help text: a literal percent sign must be doubled.
+        help="; ".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items()).replace("%", "%%"),
     )
     bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options")
     bench.set_defaults(handler=run_bench)
