@@ -11,7 +11,7 @@ ARGS ?=
 # aln.pacs.orthanc starts its own on loopback).
 SYSTEM_PACKAGES := dicom3tools libopenjp2-7 libpython3.11 orthanc orthanc-dicomweb
 
-.PHONY: install system-deps run test lint typecheck unit bench-crop clean
+.PHONY: install system-deps run demo-pacs test lint typecheck unit bench-crop clean
 
 install: $(STAMP)
 
@@ -37,6 +37,10 @@ system-deps:
 
 run: install
 	$(BIN)/aln demo $(ARGS)
+
+# the demo with a PACS: Orthanc, a marks SR, the gateway, the result SR in Orthanc's web interface
+demo-pacs: install
+	$(BIN)/aln demo --pacs $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .

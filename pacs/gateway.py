@@ -120,7 +120,9 @@ class Gateway:
         prediction = self.client.predict(
             _image(primary, marks.primary), record, auxiliary=aux_input
         )
-        sr = build_report(primary, prediction, auxiliary)
+        used = {marks.primary.report_uid} | {marks.auxiliary.report_uid if marks.auxiliary else ""}
+        drawn = [r for r in reports if str(r.SOPInstanceUID) in used]
+        sr = build_report(primary, prediction, auxiliary, drawn)
         present = self.dicomweb.search_for_instances(
             study_instance_uid=study_uid,
             search_filters={"SOPInstanceUID": str(sr.SOPInstanceUID)},

@@ -71,6 +71,7 @@ class Mark:
         bbox: ``(x0, y0, x1, y1)`` in stored pixels, or None for a point.
         graphic_type: The SCOORD's graphic type.
         tracking_identifier: The group's tracking identifier ("" when none).
+        report_uid: The SOP Instance UID of the SR it was read from ("" for a one-off mark).
     """
 
     sop_instance_uid: str
@@ -78,6 +79,7 @@ class Mark:
     bbox: BBox | None
     graphic_type: str
     tracking_identifier: str
+    report_uid: str = ""
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,14 @@ def _mark(group: Dataset, report: Dataset) -> Mark | None:
             )
         graphic = str(child.GraphicType)
         centre, bbox = _geometry(graphic, [float(v) for v in child.GraphicData], identifier)
-        return Mark(str(sources[0].ReferencedSOPInstanceUID), centre, bbox, graphic, identifier)
+        return Mark(
+            str(sources[0].ReferencedSOPInstanceUID),
+            centre,
+            bbox,
+            graphic,
+            identifier,
+            str(report.SOPInstanceUID),
+        )
     return None
 
 

@@ -21,11 +21,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-ORTHANC = "Orthanc"
-"""The server binary (``/usr/sbin/Orthanc`` from Debian's ``orthanc``)."""
+ORTHANC = Path("/usr/sbin/Orthanc")
+"""The server binary (Debian's ``orthanc``; found on ``PATH`` first)."""
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 """The DICOMweb plugin (Debian's ``orthanc-dicomweb``)."""
 DICOMWEB_ROOT = "/dicom-web/"
+
+
+def binary() -> str | None:
+    """The Orthanc server binary, or None when it is not installed."""
+    found = shutil.which(ORTHANC.name)
+    return found or (str(ORTHANC) if ORTHANC.exists() else None)
+
+
+def installed() -> bool:
+    """Whether Orthanc and its DICOMweb plugin are both installed."""
+    return binary() is not None and DICOMWEB_PLUGIN.exists()
 
 
 class OrthancError(RuntimeError):
@@ -38,7 +49,8 @@ class OrthancNode:
 
     Attributes:
         http_port: REST and DICOMweb port (a free one when 0).
-        dicom_port: DIMSE port (a free one when 0).
+        dicom_port: DIMSE port (a free one when 0): C-STORE to ``aet`` here.
+        aet: The node's application entity title.
         stable_age_s: Seconds without a new instance before a study is "stable" (``/changes``).
         username: HTTP user (generated).
         password: HTTP password (generated).
@@ -46,6 +58,7 @@ class OrthancNode:
 
     http_port: int = 0
     dicom_port: int = 0
+    aet: str = "ALNORTHANC"
     stable_age_s: int = 2
     username: str = "aln"
     password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
@@ -63,6 +76,11 @@ class OrthancNode:
         return self.url + DICOMWEB_ROOT.rstrip("/")
 
     @property
+    def explorer_url(self) -> str:
+        """Orthanc's own web interface (Orthanc Explorer), where stored SRs can be opened."""
+        return self.url + "/app/explorer.html"
+
+    @property
     def auth_header(self) -> str:
         """The ``Authorization`` header value of the configured user."""
         token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
@@ -76,7 +94,7 @@ class OrthancNode:
             "IndexDirectory": str(storage / "index"),
             "HttpPort": self.http_port,
             "DicomPort": self.dicom_port,
-            "DicomAet": "ALNORTHANC",
+            "DicomAet": self.aet,
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": True,
             "RegisteredUsers": {self.username: self.password},
@@ -95,7 +113,8 @@ class OrthancNode:
         """
         from aln.serving.server import free_port
 
-        if shutil.which(ORTHANC) is None and not Path("/usr/sbin/Orthanc").exists():
+        server = binary()
+        if server is None:
             raise OrthancError(
                 "Orthanc is not installed: apt-get install orthanc orthanc-dicomweb "
                 "(make install does it)"
@@ -110,10 +129,9 @@ class OrthancNode:
         self._work = Path(tempfile.mkdtemp(prefix="aln-orthanc-"))
         config = self._work / "orthanc.json"
         config.write_text(json.dumps(self.configuration(self._work), indent=2))
-        binary = shutil.which(ORTHANC) or "/usr/sbin/Orthanc"
         log = (self._work / "orthanc.log").open("wb")
         self._process = subprocess.Popen(
-            [binary, str(config)], stdout=log, stderr=subprocess.STDOUT
+            [server, str(config)], stdout=log, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -134,18 +152,6 @@ class OrthancNode:
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
-
-    def upload(self, dicom: bytes) -> dict[str, object]:
-        """Store one DICOM object through the REST API (as a modality's C-STORE would)."""
-        request = urllib.request.Request(
-            self.url + "/instances",
-            data=dicom,
-            headers={"Authorization": self.auth_header, "Content-Type": "application/dicom"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            answer: dict[str, object] = json.loads(response.read())
-            return answer
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the server's log."""

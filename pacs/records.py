@@ -47,6 +47,7 @@ class FolderRecords:
             RecordNotFoundError: Neither file exists.
             ClinicalRecordError: The record breaks the schema (the field is named).
         """
+        # the accession number is a patient identifier: no message names it
         names = [study_uid] + ([accession_number] if accession_number else [])
         for name in names:
             path = self.folder / f"{name}.json"
@@ -54,10 +55,14 @@ class FolderRecords:
                 try:
                     record: dict[str, Any] = json.loads(path.read_text())
                 except json.JSONDecodeError as exc:
-                    raise RecordNotFoundError(f"{path} is not valid JSON: {exc}") from exc
+                    which = f"{study_uid}.json" if name == study_uid else "<accession>.json"
+                    raise RecordNotFoundError(
+                        f"The clinical record of study {study_uid} ({which} in {self.folder}) is "
+                        f"not valid JSON: {exc}"
+                    ) from exc
                 self.schema.validate(record)
                 return record
-        tried = " or ".join(f"{n}.json" for n in names)
+        also = ", nor one under the study's accession number," if accession_number else ""
         raise RecordNotFoundError(
-            f"No clinical record for study {study_uid}: no {tried} in {self.folder}"
+            f"No clinical record for study {study_uid}: no {study_uid}.json{also} in {self.folder}"
         )

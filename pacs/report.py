@@ -7,8 +7,10 @@ probability (a measurement in the private scheme of :mod:`aln.pacs.codes`, unit 
 when the model has an operating point, the decision as a qualitative evaluation. The algorithm is
 identified by name, version and the weights' SHA-256. Patient and study modules are copied from
 the source images (highdicom does it), the SR is a new series, and its Series and SOP Instance UIDs
-are derived from the model version and the source instances, so writing the same study twice
-for the same model gives the same object (a PACS keeps one).
+are derived from the model version, the source instances and the crop boxes, so writing the same
+study twice for the same model gives the same object (a PACS keeps one), while a corrected mark
+(another crop) gives a new SR beside the old one. The radiologist's measurement reports the marks
+came from are listed as evidence with the images.
 """
 
 from __future__ import annotations
@@ -33,14 +35,24 @@ SERIES_NUMBER = 9901
 
 
 def report_uids(sources: Sequence[Dataset], prediction: Prediction) -> tuple[str, str]:
-    """``(series UID, SOP instance UID)`` of the SR: the same inputs give the same UIDs."""
+    """``(series UID, SOP instance UID)`` of the SR: the same inputs give the same UIDs.
+
+    The key is the model (name, version, weights), the source instances and the crop boxes the
+    server reported, so a moved mark is a new result, the same mark the same one.
+    """
     key = [prediction.model_name, prediction.model_version, _weights(prediction)]
     key += sorted(str(ds.SOPInstanceUID) for ds in sources)
+    for image in ("primary", "auxiliary"):
+        if prediction.provenance.get(image):
+            key.append(f"{image}:{_box(prediction, image)}")
     return generate_uid(entropy_srcs=["series", *key]), generate_uid(entropy_srcs=["sr", *key])
 
 
 def build_report(
-    primary: Dataset, prediction: Prediction, auxiliary: Dataset | None = None
+    primary: Dataset,
+    prediction: Prediction,
+    auxiliary: Dataset | None = None,
+    marks: Sequence[Dataset] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """The SR of one prediction.
 
@@ -48,6 +60,7 @@ def build_report(
         primary: The primary image (header only is enough: its identifiers and modules).
         prediction: The served answer (its provenance names the crop boxes and the model).
         auxiliary: The auxiliary region's image when it is another object.
+        marks: The measurement reports the lesion marks were read from (listed as evidence).
 
     Raises:
         ReportError: The images are not of one study, or the provenance lacks a crop box.
@@ -93,7 +106,7 @@ def build_report(
     )
     series_uid, sop_uid = report_uids(sources, prediction)
     sr = hd.sr.Comprehensive3DSR(
-        evidence=sources,
+        evidence=[*sources, *marks],
         content=report,
         series_number=SERIES_NUMBER,
         series_instance_uid=series_uid,

@@ -40,8 +40,9 @@ def register(commands: Any) -> None:
     demo.add_argument(
         "--pacs",
         action="store_true",
-        help="also start Orthanc (Debian), store the study with a radiologist's marks SR, and "
-        "run the PACS gateway: the result SR lands beside the study",
+        help="also start Orthanc (Debian), send it the study and a radiologist's marks SR by "
+        "C-STORE, and run the PACS gateway: the result SR lands beside the study; Orthanc "
+        "serves with the server, its web interface URL printed",
     )
     demo.add_argument("--grpc-port", type=int, default=8001)
     demo.add_argument("--http-port", type=int, default=8000)
@@ -63,24 +64,31 @@ def _port(preferred: int) -> int:
 
 def _pacs_demo(
     primary: Path, lesion: tuple[float, float], clinical: dict[str, Any], grpc_port: int, work: Path
-) -> None:
-    """The study through a real Orthanc: marks SR in, the gateway, the result SR beside it."""
+) -> Any:
+    """The study through a real Orthanc: C-STORE in with a marks SR, the gateway, the SR back.
+
+    Returns the running :class:`aln.pacs.orthanc.OrthancNode` (the caller stops it), so the
+    result can be looked at in Orthanc's web interface while the demo serves.
+    """
     import pydicom
     import requests
     from dicomweb_client.api import DICOMwebClient
 
     from aln.client import AlnClient
-    from aln.pacs.gateway import Gateway, encoded
+    from aln.commands.pacs import PASSWORD_ENV
+    from aln.pacs.dimse import store
+    from aln.pacs.gateway import Gateway
     from aln.pacs.orthanc import OrthancNode
     from aln.pacs.records import FolderRecords
     from aln.synthetic.marks import DrawnMark, marks_report
 
     print("[PACS] starting Orthanc (loopback, DICOMweb, authentication on) ...", flush=True)
-    with OrthancNode() as node:
+    node = OrthancNode().start()
+    try:
         image = pydicom.dcmread(primary)
-        node.upload(primary.read_bytes())
         marks = marks_report([image], [DrawnMark(image, "POINT", [lesion], "primary lesion")])
-        node.upload(encoded(marks))
+        store([image, marks], "127.0.0.1", node.dicom_port, node.aet)
+        print(f"[PACS] study and the radiologist's marks SR sent by C-STORE to {node.aet}")
         records = work / "records"
         records.mkdir(parents=True, exist_ok=True)
         (records / f"{image.StudyInstanceUID}.json").write_text(json.dumps(clinical))
@@ -91,11 +99,20 @@ def _pacs_demo(
                 DICOMwebClient(node.dicomweb_url, session=session), client, FolderRecords(records)
             )
             result = gateway.predict_study(str(image.StudyInstanceUID))
-        print(
-            f"[PACS] study {result.study_uid}: P = {result.prediction.probability:.4f} from the "
-            f"radiologist's mark; result SR {result.sr_sop_instance_uid} stored beside it in "
-            "Orthanc (stopped now)"
-        )
+    except BaseException:
+        node.stop()
+        raise
+    print(
+        f"[PACS] study {result.study_uid}: P = {result.prediction.probability:.4f} from the "
+        f"radiologist's mark; result SR {result.sr_sop_instance_uid} stored beside it.\n"
+        f"[PACS] see it in Orthanc's web interface: {node.explorer_url} "
+        f"(user {node.username}, password {node.password}; loopback only, gone at exit)\n"
+        f"[PACS] or watch for new studies: {PASSWORD_ENV}={node.password} aln pacs watch "
+        f"--pacs {node.dicomweb_url} --pacs-user {node.username} --orthanc {node.url} "
+        f"--records {records} --cursor {work / 'watch' / 'cursor'} --url 127.0.0.1:{grpc_port}",
+        flush=True,
+    )
+    return node
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -141,6 +158,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print("[3/4] starting tritonserver (nvidia-pytriton) ...", flush=True)
     server = start_server(config, log=work / "tritonserver.log")
     lesion = (case.region.centre_x, case.region.centre_y)
+    orthanc = None
     try:
         print(f"[4/4] sending synthetic study {case.primary} (no clinical content)")
         primary = ImageInput(case.primary, lesion)
@@ -151,17 +169,20 @@ def run_demo(args: argparse.Namespace) -> int:
         print_prediction(prediction, as_json=False)
         print("DEMO WEIGHTS: this number has no clinical validity.")
         if args.pacs:
-            _pacs_demo(case.primary, lesion, case.clinical, config.grpc_port, work)
+            orthanc = _pacs_demo(case.primary, lesion, case.clinical, config.grpc_port, work)
+        if args.once:
+            server.stop()
+            return 0
+        print(
+            f"serving until Ctrl-C (server log: {work / 'tritonserver.log'}); try:\n"
+            f"  aln predict {case.primary} --lesion {lesion[0]} {lesion[1]} "
+            f"--clinical {record} --url 127.0.0.1:{config.grpc_port}",
+            flush=True,
+        )
+        return serve_until_stopped(server)
     except BaseException:
         server.stop()
         raise
-    if args.once:
-        server.stop()
-        return 0
-    print(
-        f"serving until Ctrl-C (server log: {work / 'tritonserver.log'}); try:\n"
-        f"  aln predict {case.primary} --lesion {lesion[0]} {lesion[1]} "
-        f"--clinical {record} --url 127.0.0.1:{config.grpc_port}",
-        flush=True,
-    )
-    return serve_until_stopped(server)
+    finally:
+        if orthanc is not None:
+            orthanc.stop()

@@ -45,7 +45,14 @@ def register(commands: Any) -> None:
     watch.add_argument(
         "--status", type=Path, help="status file (default: beside --cursor, named status.jsonl)"
     )
-    watch.add_argument("--poll-s", type=float, default=2.0)
+    watch.add_argument("--poll-s", type=float, default=2.0, help="seconds between passes")
+    watch.add_argument(
+        "--max-backoff-s",
+        type=float,
+        default=60.0,
+        help="longest wait while the server or the PACS cannot be reached (doubling from "
+        "--poll-s)",
+    )
     watch.add_argument("--once", action="store_true", help="handle what is there, then exit")
     watch.set_defaults(handler=run_watch)
 
@@ -92,7 +99,7 @@ def run_watch(args: argparse.Namespace) -> int:
     import logging
 
     from aln.client import AlnClient
-    from aln.pacs.watch import Cursor, OrthancChanges, StatusFile, run_pass, watch
+    from aln.pacs.watch import Cursor, OrthancChanges, StatusFile, Watcher
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     session = _session(args)
@@ -100,18 +107,19 @@ def run_watch(args: argparse.Namespace) -> int:
     cursor = Cursor(args.cursor)
     status = StatusFile(args.status or args.cursor.parent / "status.jsonl")
     with AlnClient(args.url, timeout_s=args.timeout_s) as client:
-        gateway = _gateway(args, session, client)
+        watcher = Watcher(_gateway(args, session, client), changes, cursor, status)
         if args.once:
-            for done in run_pass(gateway, changes, cursor, status):
-                outcome = (
-                    f"refused: {done.refusal}"
-                    if done.result is None
-                    else f"P = {done.result.prediction.probability:.4f}, "
-                    f"{'stored' if done.result.written else 'already stored'}"
-                )
+            for done in watcher.run_pass():
+                if done.result is not None:
+                    what = "stored" if done.result.written else "already stored"
+                    outcome = f"P = {done.result.prediction.probability:.4f}, {what}"
+                elif done.unchanged_since:
+                    outcome = f"unchanged since SR {done.unchanged_since}"
+                else:
+                    outcome = f"refused: {done.refusal}"
                 print(f"change {done.sequence}: study {done.study_uid}: {outcome}")
             return 0
-        watch(gateway, changes, cursor, status, args.poll_s)
+        watcher.run(args.poll_s, args.max_backoff_s)
     return 0
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
+import re
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pydicom
@@ -16,16 +18,17 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 
 from aln.client import AlnClient, ImageInput
-from aln.pacs.gateway import Gateway, encoded
+from aln.pacs.dimse import store
+from aln.pacs.gateway import Gateway
 from aln.pacs.marks import Mark, MarkError
-from aln.pacs.orthanc import DICOMWEB_PLUGIN, OrthancNode
+from aln.pacs.orthanc import OrthancNode, installed
 from aln.pacs.records import FolderRecords, RecordNotFoundError
 from aln.pacs.report import read_probability
 from aln.synthetic.mammogram import synth_case
 from tests.pacs.test_marks import G, group, report
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("Orthanc") is None and not DICOMWEB_PLUGIN.exists(),
+    not installed(),
     reason="Orthanc comes with make install (Debian orthanc, orthanc-dicomweb)",
 )
 
@@ -38,14 +41,19 @@ def pacs():
         yield node, DICOMwebClient(url=node.dicomweb_url, session=session)
 
 
-def new_study(pacs, seed, *, marked=True):
-    node, _ = pacs
+def new_study(pacs, seed, *, marked=True, **identity):
+    """A synthetic study in the PACS as a hospital puts it there: the image by C-STORE (the
+    modality), the radiologist's marks SR by STOW-RS (the viewer). ``identity`` overrides
+    patient attributes (planted identifiers)."""
+    node, dicomweb = pacs
     case = synth_case(np.random.default_rng(seed), "hologic", "explicit", shape=(1400, 1150))
     image = pydicom.dcmread(io.BytesIO(case.dicom))
-    node.upload(case.dicom)
+    for keyword, value in identity.items():
+        setattr(image, keyword, value)
+    store([image], "127.0.0.1", node.dicom_port, node.aet)
     if marked:
         marks = report([image], [group(image, G.POINT, [case.lesion_centre], "primary lesion")])
-        node.upload(encoded(marks))
+        dicomweb.store_instances([marks])
     return case, image
 
 
@@ -94,8 +102,12 @@ def test_a_study_without_a_clinical_record_is_refused_naming_the_files(served, p
     _, image = new_study(pacs, 33)
     with AlnClient(served[2], timeout_s=60) as client:
         gateway = Gateway(dicomweb, client, FolderRecords(tmp_path))
-        with pytest.raises(RecordNotFoundError, match=f"no {image.StudyInstanceUID}.json or"):
+        with pytest.raises(
+            RecordNotFoundError,
+            match=f"no {image.StudyInstanceUID}.json, nor one under the study's accession number",
+        ) as refused:
             gateway.predict_study(image.StudyInstanceUID)
+        assert str(image.AccessionNumber) not in str(refused.value)
 
 
 def test_cli_pacs_predict_writes_once_and_names_a_missing_record(served, pacs, tmp_path):
@@ -136,7 +148,8 @@ def test_cli_pacs_predict_writes_once_and_names_a_missing_record(served, pacs, t
 
 
 def test_demo_with_pacs_files_the_result_beside_the_study(tmp_path):
-    """`aln demo --once --pacs`: Orthanc started and stopped, the gateway's SR stored."""
+    """`aln demo --once --pacs`: the study sent by C-STORE, the gateway's SR stored, Orthanc's web
+    interface named, and Orthanc stopped at exit."""
     done = subprocess.run(
         [sys.executable, "-m", "aln", "demo", "--once", "--pacs", "--workdir", str(tmp_path)],
         capture_output=True,
@@ -145,4 +158,10 @@ def test_demo_with_pacs_files_the_result_beside_the_study(tmp_path):
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "[PACS] study" in done.stdout and "stored beside it in Orthanc" in done.stdout
+    assert "by C-STORE to ALNORTHANC" in done.stdout
+    assert "[PACS] study" in done.stdout and "stored beside it" in done.stdout
+    shown = re.search(r"web interface: (http://127\.0\.0\.1:\d+)/app/explorer\.html", done.stdout)
+    assert shown, done.stdout
+    assert "aln pacs watch --pacs " in done.stdout
+    with pytest.raises(urllib.error.URLError):  # stopped with the demo
+        urllib.request.urlopen(shown.group(1) + "/system", timeout=2)

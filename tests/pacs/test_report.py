@@ -17,6 +17,7 @@ from aln.pacs import codes
 from aln.pacs.report import ReportError, build_report, read_probability, report_uids
 from aln.preprocessing.decision import Decision
 from aln.synthetic.mammogram import synth_case
+from tests.pacs.test_marks import G, group, report
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +101,27 @@ def test_the_same_study_and_model_give_the_same_object(images):
     other = prediction()
     other = Prediction(**{**other.__dict__, "model_version": "trained-20270101T000000"})
     assert report_uids([primary], other) != report_uids([primary], prediction())
+
+
+def test_a_moved_mark_gives_a_new_result(images):
+    """Another crop (a corrected mark) is a new result, never taken for the one already there."""
+    primary, _ = images
+    moved = prediction()
+    moved.provenance["primary"] = {"crop_box": [110, 120, 366, 376]}
+    assert report_uids([primary], moved) != report_uids([primary], prediction())
+
+
+def test_the_marks_are_listed_as_evidence(images):
+    primary, _ = images
+    marks = report([primary], [group(primary, G.POINT, [(228.0, 248.0)], "primary lesion")])
+    sr = build_report(primary, prediction(), marks=[marks])
+    referenced = {
+        item.ReferencedSOPInstanceUID
+        for study in sr.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
+    assert referenced == {primary.SOPInstanceUID, marks.SOPInstanceUID}
 
 
 def test_no_decision_without_an_operating_point(images):
