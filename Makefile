@@ -48,7 +48,7 @@ lint: install
 
 # mypy sees the folders under their import names (aln.preprocessing lives in preprocessing/)
 # through a tree of symlinks, so cross-module types are checked, not treated as Any.
-TYPED_PACKAGES := preprocessing synthetic client model export serving training benchmarks pacs
+TYPED_PACKAGES := preprocessing synthetic client model export serving training benchmarks pacs deploy
 typecheck: install
 	@rm -rf build/typecheck && mkdir -p build/typecheck/aln
 	@ln -s $(CURDIR)/aln/__init__.py build/typecheck/aln/__init__.py

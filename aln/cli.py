@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 
 from aln import __version__
 from aln.client.errors import AlnClientError, InvalidInputError, ModelUnavailableError
-from aln.commands import UsageError, bench, data, demo, modelling, pacs, serving, training
+from aln.commands import UsageError, bench, data, demo, deploy, modelling, pacs, serving, training
+from aln.deploy.spec import DeploySpecError
 from aln.errors import MissingComponentError
 from aln.model.errors import ModelError
 from aln.pacs.errors import PacsError
@@ -38,6 +39,7 @@ BAD_INPUT = (
     CohortError,
     UsageError,
     PacsError,
+    DeploySpecError,
 )
 """Errors about what the user gave: one line, exit status 2."""
 
@@ -62,6 +64,8 @@ EXTRAS = {
     "highdicom": "pacs",
     "dicomweb_client": "pacs",
     "requests": "pacs",
+    "yaml": "deploy",
+    "simpy": "benchmarks",
 }
 """Top-level module -> the extra of ``aln-triton`` that installs it."""
 
@@ -78,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"aln-triton {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, modelling, serving, training, demo, bench, pacs):
+    for module in (data, modelling, serving, training, demo, bench, pacs, deploy):
         module.register(commands)
     return parser
 

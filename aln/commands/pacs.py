@@ -50,8 +50,7 @@ def register(commands: Any) -> None:
         "--max-backoff-s",
         type=float,
         default=60.0,
-        help="longest wait while the server or the PACS cannot be reached (doubling from "
-        "--poll-s)",
+        help="longest wait while the server or the PACS cannot be reached (doubling from --poll-s)",
     )
     watch.add_argument("--once", action="store_true", help="handle what is there, then exit")
     watch.set_defaults(handler=run_watch)

@@ -1,0 +1,118 @@
+"""``aln deploy``: the deployment beyond one machine, rendered from one spec."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from aln.deploy.spec import GPU_TYPES, DeploySpec, DeploySpecError
+
+
+def register(commands: Any) -> None:
+    """Add ``aln deploy``."""
+    deploy = commands.add_parser(
+        "deploy",
+        help="container, Kubernetes and KServe objects for a production repository",
+        description="Render the container recipe (NGC Triton + this project), a Deployment, "
+        "Service, HPA on Triton's queue time, PodDisruptionBudget, ServiceMonitor, Prometheus "
+        "Adapter rule, and a KServe ServingRuntime + InferenceService, from one spec.",
+    )
+    actions = deploy.add_subparsers(dest="action", required=True, metavar="ACTION")
+    render = actions.add_parser("render", help="write the build context and the manifests")
+    render.add_argument(
+        "--repository",
+        type=Path,
+        required=True,
+        help="the model repository of aln build-repo --profile production",
+    )
+    render.add_argument("--out", type=Path, required=True, help="folder to write (replaced)")
+    render.add_argument("--image", required=True, help="the image the cluster pulls (with a tag)")
+    timing = render.add_mutually_exclusive_group(required=True)
+    timing.add_argument(
+        "--engine-batch-ms",
+        type=float,
+        help="one backbone batch's compute time on the GPU type, measured",
+    )
+    timing.add_argument(
+        "--measured",
+        type=Path,
+        help="an aln bench latency result from the GPU type (its backbone compute per batch)",
+    )
+    default = {f.name: f.default for f in fields(DeploySpec)}
+    render.add_argument("--name", default=default["name"])
+    render.add_argument("--namespace", default=default["namespace"])
+    render.add_argument("--min-replicas", type=int, default=default["min_replicas"])
+    render.add_argument("--max-replicas", type=int, default=default["max_replicas"])
+    render.add_argument(
+        "--gpu-type", default=default["gpu_type"], help=f"one of {', '.join(GPU_TYPES)}"
+    )
+    render.add_argument("--gpus-per-replica", type=int, default=default["gpus_per_replica"])
+    render.add_argument(
+        "--queue-time-target-ms",
+        type=float,
+        default=default["queue_time_target_ms"],
+        help="the autoscaler's target: queued time per study across the composing models",
+    )
+    render.add_argument("--startup-s", type=int, default=default["startup_s"])
+    render.add_argument("--cpu-per-replica", type=int, default=default["cpu_per_replica"])
+    render.add_argument("--memory-gib", type=int, default=default["memory_gib"])
+    render.add_argument("--triton-image", default=default["triton_image"])
+    render.add_argument("--storage-uri", default=default["storage_uri"])
+    render.set_defaults(handler=run_render)
+
+
+def measured_batch_ms(result: Path, gpu_type: str) -> float:
+    """The primary backbone's compute per execution at the largest batch a latency run formed.
+
+    Raises:
+        DeploySpecError: The file is not a latency result, or it was measured on another device.
+    """
+    from aln.preprocessing import contract
+
+    try:
+        data = json.loads(Path(result).read_text())
+        gpu = data["machine"]["gpu"]
+        levels = [level["triton"][contract.BACKBONE_PRIMARY] for level in data["levels"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DeploySpecError(
+            f"A measured of {str(result)!r} is invalid: it is not an aln bench latency result "
+            f"with Triton statistics ({exc})"
+        ) from exc
+    if not gpu or gpu_type.split("-")[0] not in str(gpu):
+        raise DeploySpecError(
+            f"A measured of {str(result)!r} is invalid: it was measured on "
+            f"{gpu or data['machine'].get('cpu', 'a CPU')}, not on a {gpu_type}"
+        )
+    busiest = max(levels, key=lambda stats: stats["mean_batch"])
+    return float(busiest["compute_infer_ms"])
+
+
+def run_render(args: argparse.Namespace) -> int:
+    """Check the spec, then write everything."""
+    from aln.deploy.render import render
+
+    batch_ms = args.engine_batch_ms
+    if batch_ms is None:
+        batch_ms = measured_batch_ms(args.measured, args.gpu_type)
+    spec = DeploySpec(
+        image=args.image,
+        engine_batch_ms=batch_ms,
+        name=args.name,
+        namespace=args.namespace,
+        min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas,
+        gpu_type=args.gpu_type,
+        gpus_per_replica=args.gpus_per_replica,
+        queue_time_target_ms=args.queue_time_target_ms,
+        startup_s=args.startup_s,
+        cpu_per_replica=args.cpu_per_replica,
+        memory_gib=args.memory_gib,
+        triton_image=args.triton_image,
+        storage_uri=args.storage_uri,
+    )
+    for path in render(spec, args.repository, args.out):
+        print(path)
+    return 0
