@@ -8,8 +8,9 @@ ARGS ?=
 # Debian packages: dicom3tools (dciodvfy, used by the tests), libopenjp2-7 (OpenJPEG for
 # region decoding of JPEG 2000 through glymur), libpython3.11 (the Triton Python-backend stub),
 # orthanc and orthanc-dicomweb (the PACS node of the tests and the demo; its service is not used:
-# aln.pacs.orthanc starts its own on loopback).
-SYSTEM_PACKAGES := dicom3tools libopenjp2-7 libpython3.11 orthanc orthanc-dicomweb
+# aln.pacs.orthanc starts its own on loopback), nginx (the gRPC balancer over replicas; likewise
+# started by aln.deploy.balancer, never as a service).
+SYSTEM_PACKAGES := dicom3tools libopenjp2-7 libpython3.11 orthanc orthanc-dicomweb nginx
 
 .PHONY: install system-deps run demo-pacs test lint typecheck unit bench-crop clean
 
@@ -29,6 +30,7 @@ system-deps:
 	ldconfig -p | grep -q 'libpython3.11.so.1.0' || missing="$$missing libpython3.11"; \
 	[ -x /usr/sbin/Orthanc ] || missing="$$missing orthanc"; \
 	[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing="$$missing orthanc-dicomweb"; \
+	[ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from aln import __version__
 from aln.client.errors import AlnClientError, InvalidInputError, ModelUnavailableError
 from aln.commands import UsageError, bench, data, demo, deploy, modelling, pacs, serving, training
+from aln.deploy.balancer import BalancerError
 from aln.deploy.spec import DeploySpecError
 from aln.errors import MissingComponentError
 from aln.model.errors import ModelError
@@ -40,6 +41,7 @@ BAD_INPUT = (
     UsageError,
     PacsError,
     DeploySpecError,
+    BalancerError,
 )
 """Errors about what the user gave: one line, exit status 2."""
 

@@ -51,16 +51,15 @@ def rss_mb_by_component(pid: int) -> dict[str, float]:
 
 def component(pid: int) -> str:
     """``tritonserver``, a Python-backend model name (``preprocess``, ...) or the program name."""
-    from aln.serving.supervisor import stub_of
+    from aln.serving.supervisor import proc_cmdline, stub_of
 
     stub = stub_of(pid)
     if stub is not None:
         return stub.model
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
-    except OSError:
+    argv = proc_cmdline(pid)
+    if argv is None:
         return "gone"
-    return Path(command).name or "unknown"
+    return Path(argv[0]).name or "unknown"
 
 
 def cpu_seconds(pid: int) -> dict[str, float]:

@@ -9,6 +9,7 @@ its prefix and site-packages, which is how ``model.py`` imports ``aln`` and nump
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -27,8 +28,10 @@ from aln.serving.errors import RepositoryError, ServerStartError
 from aln.serving.supervisor import (
     StubSupervisor,
     new_api_key,
+    proc_stat,
     repository_call,
     restricted_api_args,
+    shm_regions,
 )
 
 
@@ -291,9 +294,41 @@ class EmbeddedServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        self._reap_group()
         if self._log_handle is not None:
             self._log_handle.close()
         return self.process.returncode
+
+    def _reap_group(self) -> None:
+        """Kill what is left of the server's process group and unlink its stubs' regions.
+
+        Python-backend stubs outlive a tritonserver killed outright (SIGKILL, OOM): one was seen
+        15 minutes later, ignoring SIGTERM, holding 300 MB and the test runner's output pipe.
+        The group is the server's own session (``start_new_session``), so nothing else is in it.
+        """
+        assert self.process is not None
+        left = self._group()
+        regions = [r for pid in left for r in shm_regions(pid)]
+        deadline = time.monotonic() + 5.0
+        while left and time.monotonic() < deadline:
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+            left = self._group()
+        for region in regions:
+            (Path("/dev/shm") / region).unlink(missing_ok=True)
+
+    def _group(self) -> list[int]:
+        """The live processes of the server's process group (zombies are dead)."""
+        assert self.process is not None
+        alive = []
+        for entry in Path("/proc").iterdir():
+            stat = proc_stat(int(entry.name)) if entry.name.isdigit() else None
+            # fields after the command name: state, ppid, pgrp, ...
+            if stat is not None and stat[2] == str(self.process.pid) and stat[0] != "Z":
+                alive.append(int(entry.name))
+        return alive
 
     def __enter__(self) -> EmbeddedServer:
         return self.start()

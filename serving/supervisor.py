@@ -95,6 +95,15 @@ def proc_stat(pid: int) -> list[str] | None:
         return None
 
 
+def proc_cmdline(pid: int) -> list[str] | None:
+    """The arguments of process ``pid`` (``/proc/<pid>/cmdline``), None when gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+
+
 def stub_of(pid: int) -> Stub | None:
     """The model instance stub that process ``pid`` runs, None for any other process.
 
@@ -102,17 +111,22 @@ def stub_of(pid: int) -> Stub | None:
     ... <model>_<group>_<index> ...``; a stub named after the model alone only runs while the
     model loads (config auto-completion) and exits by design, so it is not an instance.
     """
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            argv = cmdline.read().decode(errors="replace").split("\0")
-    except OSError:
-        return None
-    if len(argv) < 9 or not argv[0].endswith(STUB_BINARY):
+    argv = proc_cmdline(pid)
+    if argv is None or len(argv) < 9 or not argv[0].endswith(STUB_BINARY):
         return None
     model, instance = Path(argv[1]).parent.parent.name, argv[8]
     if not re.fullmatch(rf"{re.escape(model)}_\d+_\d+", instance):
         return None
     return Stub(pid, model, instance)
+
+
+SHM_REGION_PREFIX = "triton_python_backend_shm_region_"
+"""How the Python backend names the shared-memory region it hands each stub."""
+
+
+def shm_regions(pid: int) -> list[str]:
+    """The Python-backend shared-memory regions named on process ``pid``'s command line."""
+    return [a for a in proc_cmdline(pid) or [] if a.startswith(SHM_REGION_PREFIX) and "/" not in a]
 
 
 def stubs_of(server_pid: int) -> list[Stub]:

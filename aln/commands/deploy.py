@@ -63,6 +63,28 @@ def register(commands: Any) -> None:
     render.add_argument("--storage-uri", default=default["storage_uri"])
     render.set_defaults(handler=run_render)
 
+    balancer = actions.add_parser(
+        "balancer",
+        help="nginx balancing gRPC calls over aln serve replicas on this machine",
+        description="Run Debian's nginx as a gRPC load balancer (least connections, passive "
+        "health checks) over the given replicas until Ctrl-C; clients use its address.",
+    )
+    balancer.add_argument(
+        "--replica",
+        action="append",
+        required=True,
+        metavar="HOST:PORT",
+        help="a replica's gRPC address (repeat for each)",
+    )
+    balancer.add_argument("--port", type=int, default=0, help="port to listen on (loopback)")
+    balancer.add_argument(
+        "--fail-timeout-s",
+        type=int,
+        default=5,
+        help="after a failed connection, how long a replica gets no calls",
+    )
+    balancer.set_defaults(handler=run_balancer)
+
 
 def measured_batch_ms(result: Path, gpu_type: str) -> float:
     """The primary backbone's compute per execution at the largest batch a latency run formed.
@@ -115,4 +137,20 @@ def run_render(args: argparse.Namespace) -> int:
     )
     for path in render(spec, args.repository, args.out):
         print(path)
+    return 0
+
+
+def run_balancer(args: argparse.Namespace) -> int:
+    """Run nginx over the replicas until interrupted."""
+    import time
+
+    from aln.deploy.balancer import GrpcBalancer
+
+    with GrpcBalancer(args.replica, args.port, args.fail_timeout_s) as balancer:
+        print(f"balancing gRPC over {', '.join(args.replica)} at {balancer.url} (Ctrl-C stops)")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("stopping nginx (calls in flight finish)...")
     return 0
