@@ -194,13 +194,10 @@ class GrpcBalancer:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop gracefully (SIGQUIT: calls in flight finish), then kill; remove the folder."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGQUIT)
-            try:
-                self._process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        from aln.serving.server import stop_process
+
+        if self._process is not None:
+            stop_process(self._process, signal.SIGQUIT, timeout_s)
         self._process = None
         if self._work is not None:
             shutil.rmtree(self._work, ignore_errors=True)

@@ -12,6 +12,7 @@ import base64
 import json
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -162,13 +163,10 @@ class OrthancNode:
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout_s``) and remove its storage."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        from aln.serving.server import stop_process
+
+        if self._process is not None:
+            stop_process(self._process, signal.SIGTERM, timeout_s)
         self._process = None
         if self._work is not None:
             shutil.rmtree(self._work, ignore_errors=True)

@@ -74,6 +74,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(process: subprocess.Popen[bytes], first: signal.Signals, timeout_s: float) -> None:
+    """Stop a helper process (Orthanc, nginx): ``first`` signal, SIGKILL after ``timeout_s``."""
+    if process.poll() is not None:
+        return
+    process.send_signal(first)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @dataclass
 class ServerConfig:
     """How to start the server.

@@ -48,6 +48,16 @@ def prediction(decision=Decision.LOW_RISK, auxiliary=False, probability=0.123456
     )
 
 
+def evidence(sr):
+    """The SOP Instance UIDs an SR lists as its evidence."""
+    return {
+        item.ReferencedSOPInstanceUID
+        for study in sr.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
+
+
 def dciodvfy_errors(dataset, tmp_path):
     path = tmp_path / "sr.dcm"
     dataset.save_as(path, enforce_file_format=True)
@@ -83,13 +93,7 @@ def test_the_sr_is_valid_dicom_and_reads_back_with_the_same_probability(images, 
     for key in ("PatientID", "PatientName", "StudyInstanceUID", "AccessionNumber"):
         assert again[key].value == primary[key].value
     assert again.SeriesInstanceUID not in (primary.SeriesInstanceUID, auxiliary.SeriesInstanceUID)
-    referenced = {
-        item.ReferencedSOPInstanceUID
-        for study in again.CurrentRequestedProcedureEvidenceSequence
-        for series in study.ReferencedSeriesSequence
-        for item in series.ReferencedSOPSequence
-    }
-    assert referenced == {primary.SOPInstanceUID, auxiliary.SOPInstanceUID}
+    assert evidence(again) == {primary.SOPInstanceUID, auxiliary.SOPInstanceUID}
     assert again.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == codes.SCHEME
 
 
@@ -115,13 +119,7 @@ def test_the_marks_are_listed_as_evidence(images):
     primary, _ = images
     marks = report([primary], [group(primary, G.POINT, [(228.0, 248.0)], "primary lesion")])
     sr = build_report(primary, prediction(), marks=[marks])
-    referenced = {
-        item.ReferencedSOPInstanceUID
-        for study in sr.CurrentRequestedProcedureEvidenceSequence
-        for series in study.ReferencedSeriesSequence
-        for item in series.ReferencedSOPSequence
-    }
-    assert referenced == {primary.SOPInstanceUID, marks.SOPInstanceUID}
+    assert evidence(sr) == {primary.SOPInstanceUID, marks.SOPInstanceUID}
 
 
 def test_no_decision_without_an_operating_point(images):
