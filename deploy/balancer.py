@@ -147,6 +147,12 @@ class GrpcBalancer:
             raise MissingComponentError(
                 "nginx is not installed: apt-get install nginx (make install does it)", "nginx"
             )
+        if self.port:
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", self.port))
+                except OSError as exc:
+                    raise BalancerError(f"Port {self.port} is in use: {exc.strerror}") from exc
         self.port = self.port or free_port()
         self._work = Path(tempfile.mkdtemp(prefix="aln-nginx-"))
         config = self._work / "nginx.conf"
@@ -165,9 +171,12 @@ class GrpcBalancer:
                 raise BalancerError(f"nginx exited at start: {self.log_tail()}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
             except OSError:
                 time.sleep(0.1)
+                continue
+            time.sleep(0.2)  # the port answered: make sure it is this nginx that holds it
+            if self._process.poll() is None:
+                return self
         self.stop()
         raise BalancerError(f"nginx did not listen within {timeout_s:.0f} s: {self.log_tail()}")
 

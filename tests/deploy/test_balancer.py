@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from aln.client import AlnClient, ImageInput, ModelUnavailableError
-from aln.deploy.balancer import GrpcBalancer, max_body_bytes, nginx_binary, nginx_config
+from aln.deploy.balancer import (
+    BalancerError,
+    GrpcBalancer,
+    max_body_bytes,
+    nginx_binary,
+    nginx_config,
+)
 from aln.serving.server import free_port
 from aln.synthetic.mammogram import synth_case
 
@@ -59,3 +65,12 @@ def test_a_bad_replica_address_is_refused_naming_it(tmp_path):
         'nginx refused its configuration: nginx: [emerg] invalid port in upstream "127.0.0.1:99999"'
         in done.stderr
     )
+
+
+def test_a_port_in_use_is_refused_not_taken_for_a_started_balancer():
+    """A second balancer on a busy port must not pass for started (its nginx cannot bind)."""
+    with (
+        GrpcBalancer([f"127.0.0.1:{free_port()}"]) as first,
+        pytest.raises(BalancerError, match=f"Port {first.port} is in use"),
+    ):
+        GrpcBalancer([f"127.0.0.1:{free_port()}"], port=first.port).start()
