@@ -24,9 +24,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 from aln.errors import MissingComponentError
+from aln.serving.server import LocalService, free_port
 
 NGINX = Path("/usr/sbin/nginx")
 """Debian's nginx (package ``nginx``, installed by ``make install``)."""
@@ -113,7 +113,7 @@ http {{
 
 
 @dataclass
-class GrpcBalancer:
+class GrpcBalancer(LocalService):
     """nginx balancing gRPC calls over replicas, on loopback.
 
     Attributes:
@@ -125,6 +125,9 @@ class GrpcBalancer:
     replicas: Sequence[str]
     port: int = 0
     fail_timeout_s: int = 5
+    LOG = "error.log"
+    STOP_SIGNAL = signal.SIGQUIT
+    STOP_TIMEOUT_S = 10.0
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _work: Path | None = field(default=None, init=False, repr=False)
 
@@ -140,8 +143,6 @@ class GrpcBalancer:
             MissingComponentError: nginx is not installed.
             BalancerError: nginx refused the configuration (a bad address), or did not start.
         """
-        from aln.serving.server import free_port
-
         binary = nginx_binary()
         if binary is None:
             raise MissingComponentError(
@@ -194,31 +195,3 @@ class GrpcBalancer:
                 tried = tuple(a.strip() for a in parts[2].split(",") if ":" in a)
                 calls.append((int(parts[1]), tried))
         return calls
-
-    def log_tail(self, lines: int = 20) -> str:
-        """The last lines of nginx's error log."""
-        if self._work is None or not (self._work / "error.log").exists():
-            return ""
-        return "\n".join((self._work / "error.log").read_text().splitlines()[-lines:])
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop gracefully (SIGQUIT: calls in flight finish), then kill; remove the folder."""
-        from aln.serving.server import stop_process
-
-        if self._process is not None:
-            stop_process(self._process, signal.SIGQUIT, timeout_s)
-        self._process = None
-        if self._work is not None:
-            shutil.rmtree(self._work, ignore_errors=True)
-            self._work = None
-
-    def __enter__(self) -> GrpcBalancer:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

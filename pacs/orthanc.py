@@ -20,7 +20,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
+
+from aln.serving.server import LocalService, free_port
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 """The server binary (Debian's ``orthanc``; found on ``PATH`` first)."""
@@ -45,7 +46,7 @@ class OrthancError(RuntimeError):
 
 
 @dataclass
-class OrthancNode:
+class OrthancNode(LocalService):
     """An Orthanc server on loopback with a generated configuration.
 
     Attributes:
@@ -63,6 +64,9 @@ class OrthancNode:
     stable_age_s: int = 2
     username: str = "aln"
     password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    LOG = "orthanc.log"
+    STOP_SIGNAL = signal.SIGTERM
+    STOP_TIMEOUT_S = 20.0
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _work: Path | None = field(default=None, init=False, repr=False)
 
@@ -112,8 +116,6 @@ class OrthancNode:
             OrthancError: Orthanc or its DICOMweb plugin is not installed, or it did not answer
                 within ``timeout_s``.
         """
-        from aln.serving.server import free_port
-
         server = binary()
         if server is None:
             raise OrthancError(
@@ -153,32 +155,3 @@ class OrthancNode:
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
-
-    def log_tail(self, lines: int = 20) -> str:
-        """The last lines of the server's log."""
-        if self._work is None or not (self._work / "orthanc.log").exists():
-            return ""
-        text = (self._work / "orthanc.log").read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after ``timeout_s``) and remove its storage."""
-        from aln.serving.server import stop_process
-
-        if self._process is not None:
-            stop_process(self._process, signal.SIGTERM, timeout_s)
-        self._process = None
-        if self._work is not None:
-            shutil.rmtree(self._work, ignore_errors=True)
-            self._work = None
-
-    def __enter__(self) -> OrthancNode:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

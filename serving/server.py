@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 from aln.errors import MissingComponentError
 from aln.serving.errors import RepositoryError, ServerStartError
@@ -74,16 +74,52 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def stop_process(process: subprocess.Popen[bytes], first: signal.Signals, timeout_s: float) -> None:
-    """Stop a helper process (Orthanc, nginx): ``first`` signal, SIGKILL after ``timeout_s``."""
-    if process.poll() is not None:
-        return
-    process.send_signal(first)
-    try:
-        process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+class LocalService:
+    """What the helper services the project starts on loopback share (Orthanc, nginx).
+
+    A subclass holds its process in ``_process`` and its scratch folder (configuration, logs,
+    storage) in ``_work``, names its log (``LOG``), the signal that stops it gracefully
+    (``STOP_SIGNAL``) and how long that may take (``STOP_TIMEOUT_S``), and implements
+    ``start()``.
+    """
+
+    LOG = "service.log"
+    STOP_SIGNAL = signal.SIGTERM
+    STOP_TIMEOUT_S = 20.0
+    _process: subprocess.Popen[bytes] | None
+    _work: Path | None
+
+    def start(self) -> Self:
+        """Start the service and wait until it answers (each service defines it)."""
+        raise NotImplementedError
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the service's log ("" before it has one)."""
+        if self._work is None or not (self._work / self.LOG).exists():
+            return ""
+        text = (self._work / self.LOG).read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self, timeout_s: float | None = None) -> None:
+        """``STOP_SIGNAL``, SIGKILL after ``timeout_s``; then remove the scratch folder."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(self.STOP_SIGNAL)
+            try:
+                process.wait(self.STOP_TIMEOUT_S if timeout_s is None else timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._process = None
+        if self._work is not None:
+            shutil.rmtree(self._work, ignore_errors=True)
+            self._work = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 @dataclass
