@@ -10,8 +10,10 @@ the served configs.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 GPU_TYPES = {
@@ -156,3 +158,29 @@ class DeploySpec:
 def _check(ok: bool, field: str, value: object, why: str) -> None:
     if not ok:
         raise DeploySpecError(f"A {field} of {value!r} is invalid: it {why}")
+
+
+def measured_batch_ms(result: Path, gpu_type: str) -> float:
+    """The primary backbone's compute per execution at the largest batch a latency run formed.
+
+    Raises:
+        DeploySpecError: The file is not a latency result, or it was measured on another device.
+    """
+    from aln.preprocessing import contract
+
+    try:
+        data = json.loads(Path(result).read_text())
+        gpu = data["machine"]["gpu"]
+        levels = [level["triton"][contract.BACKBONE_PRIMARY] for level in data["levels"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DeploySpecError(
+            f"A measured of {str(result)!r} is invalid: it is not an aln bench latency result "
+            f"with Triton statistics ({exc})"
+        ) from exc
+    if not gpu or gpu_type.split("-")[0] not in str(gpu):
+        raise DeploySpecError(
+            f"A measured of {str(result)!r} is invalid: it was measured on "
+            f"{gpu or data['machine'].get('cpu', 'a CPU')}, not on a {gpu_type}"
+        )
+    busiest = max(levels, key=lambda stats: stats["mean_batch"])
+    return float(busiest["compute_infer_ms"])

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from aln.deploy.spec import GPU_TYPES, DeploySpec, DeploySpecError
+from aln.deploy.spec import GPU_TYPES, DeploySpec, measured_batch_ms
 
 
 def register(commands: Any) -> None:
@@ -84,32 +83,6 @@ def register(commands: Any) -> None:
         help="after a failed connection, how long a replica gets no calls",
     )
     balancer.set_defaults(handler=run_balancer)
-
-
-def measured_batch_ms(result: Path, gpu_type: str) -> float:
-    """The primary backbone's compute per execution at the largest batch a latency run formed.
-
-    Raises:
-        DeploySpecError: The file is not a latency result, or it was measured on another device.
-    """
-    from aln.preprocessing import contract
-
-    try:
-        data = json.loads(Path(result).read_text())
-        gpu = data["machine"]["gpu"]
-        levels = [level["triton"][contract.BACKBONE_PRIMARY] for level in data["levels"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DeploySpecError(
-            f"A measured of {str(result)!r} is invalid: it is not an aln bench latency result "
-            f"with Triton statistics ({exc})"
-        ) from exc
-    if not gpu or gpu_type.split("-")[0] not in str(gpu):
-        raise DeploySpecError(
-            f"A measured of {str(result)!r} is invalid: it was measured on "
-            f"{gpu or data['machine'].get('cpu', 'a CPU')}, not on a {gpu_type}"
-        )
-    busiest = max(levels, key=lambda stats: stats["mean_batch"])
-    return float(busiest["compute_infer_ms"])
 
 
 def run_render(args: argparse.Namespace) -> int:
