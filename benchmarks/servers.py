@@ -66,15 +66,28 @@ def ensemble(
         spec_overrides: :class:`aln.serving.spec.RepositorySpec` fields.
     """
     from aln.export.repository import build_repository
-    from aln.serving.server import EmbeddedServer, ServerConfig, free_port
 
     repo, spec = build_repository(checkpoint, Path(work) / "model_repository", spec_overrides)
-    config = ServerConfig(
-        repo, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port()
-    )
-    with EmbeddedServer(config, log=Path(work) / "tritonserver.log") as server:
+    with serve(repo, spec, Path(work) / "tritonserver.log") as running:
+        yield running
+
+
+@contextlib.contextmanager
+def serve(repository: Path, spec: Any, log: Path, **server_fields: Any) -> Iterator[Running]:
+    """Serve a built repository with tritonserver on free loopback ports until exit.
+
+    Args:
+        repository: The model repository (several servers may serve one).
+        spec: The :class:`aln.serving.spec.RepositorySpec` it was built from.
+        log: The server's log file.
+        server_fields: More :class:`aln.serving.server.ServerConfig` fields.
+    """
+    from aln.serving.server import EmbeddedServer, ServerConfig
+
+    config = ServerConfig.on_free_ports(repository, **server_fields)
+    with EmbeddedServer(config, log=log) as server:
         server.wait_until_ready(contract.ENSEMBLE)
-        yield Running(f"127.0.0.1:{config.grpc_port}", server.pid, repo, spec)
+        yield Running(f"127.0.0.1:{config.grpc_port}", server.pid, repository, spec)
 
 
 def _wait_for(process: subprocess.Popen[bytes], url: str, timeout_s: float, log: Path) -> None:
@@ -169,6 +182,14 @@ def workdir(args: argparse.Namespace) -> Iterator[Path]:
 def checkpoint_of(args: argparse.Namespace, work: Path) -> Path:
     """``--checkpoint`` or the seeded demo checkpoint."""
     return args.checkpoint or demo_checkpoint(work)
+
+
+def demo_repository(args: argparse.Namespace, work: Path) -> Path:
+    """The repository of ``--checkpoint`` (or the demo) built into ``work`` with defaults."""
+    from aln.export.repository import build_repository
+
+    repo, _ = build_repository(checkpoint_of(args, work), work / "model_repository", None)
+    return repo
 
 
 @contextlib.contextmanager

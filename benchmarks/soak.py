@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import sys
 import time
@@ -34,6 +35,20 @@ MEMORY_GROWTH_PER_10_MIN = 0.01
 """Largest accepted growth of total resident memory over the second half, per 10 minutes."""
 DRIFT = 0.10
 """Largest accepted change of a minute's throughput or p99 against the first measured minute."""
+VARIANTS: dict[str, dict[str, Any]] = {
+    "glibc-default": {"environment": {}},
+    "grpc-pool-1": {"environment": {}, "extra_args": ["--grpc-infer-allocation-pool-size=1"]},
+    "malloc-arenas-2": {"environment": {"MALLOC_ARENA_MAX": "2"}},
+    "malloc-mmap-1mb": {"environment": {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}},
+}
+"""Server settings a soak compares side by side (``--variant``), as
+:class:`aln.serving.server.ServerConfig` fields, each one change from glibc's own malloc defaults:
+Triton's gRPC pool of request objects, each keeping its largest payload, cut from 8 to 1; glibc's
+arenas (8 per core by default) cut to 2; glibc's mmap threshold fixed at 1 MiB, so that a freed
+multi-megabyte buffer goes back to the system (by default the threshold rises to the size of the
+largest buffer freed, up to 32 MiB, after which buffers of a study's size are carved from the
+arenas' heaps). The server runs with glibc's defaults (the last costs throughput; see
+``docs/reliability.md``); result files written before this list call them ``default``."""
 
 
 @dataclass
@@ -215,6 +230,119 @@ def plot(record: SoakRecord, windows: list[dict[str, Any]], path: Path, title: s
     plt.close(fig)
 
 
+def summary(record: SoakRecord, rate: float, duration_s: float, window_s: float) -> dict[str, Any]:
+    """A run's errors, verdict, windows and memory samples, as the result file keeps them."""
+    windows = per_window(record, window_s)
+    return {
+        "errors": record.errors,
+        "verdict": verdict(record.memory, windows, duration_s, window_s, rate),
+        "windows": windows,
+        "memory_mb": [
+            {"t_s": round(t, 1), **{k: round(v, 1) for k, v in mb.items()}}
+            for t, mb in record.memory
+        ],
+    }
+
+
+def plot_variants(reports: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    """Triton core's and the whole server's resident memory over time, one line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+    for name, report in reports.items():
+        times = [row["t_s"] / 60 for row in report["memory_mb"]]
+        top.plot(times, [row.get("tritonserver", 0.0) for row in report["memory_mb"]], label=name)
+        totals = [sum(v for k, v in row.items() if k != "t_s") for row in report["memory_mb"]]
+        bottom.plot(times, totals, label=name)
+    top.set_ylabel("Triton core resident memory (MB)")
+    top.legend(fontsize=8)
+    top.set_title(title, fontsize=9)
+    bottom.set_ylabel("whole server resident memory (MB)")
+    bottom.set_xlabel("minutes")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def capacity_of(url: str, studies: workload.Workload, seconds: float) -> float:
+    """Studies per second a server answers closed loop at concurrency 8, after a warm-up."""
+    asyncio.run(latency.closed_loop(url, studies, 8, 10.0))
+    return float(
+        asyncio.run(latency.closed_loop(url, studies, 8, seconds)).summary()["throughput_per_s"]
+    )
+
+
+def side_by_side(
+    args: argparse.Namespace, names: list[str], studies: workload.Workload
+) -> dict[str, Any]:
+    """One server per variant on one repository, each offered an equal share of the load.
+
+    Every server gets the same warm-up and capacity run (alone, in turn) and then the same
+    arrivals (one seed), so the variants do equal work at the same moments; the share offered is
+    of the first variant's capacity.
+    """
+    duration_s = args.duration_min * 60
+    with servers.workdir(args) as work, contextlib.ExitStack() as stack:
+        repo = servers.demo_repository(args, work)
+        running = {
+            name: stack.enter_context(
+                servers.serve(repo, None, work / f"tritonserver-{name}.log", **VARIANTS[name])
+            )
+            for name in names
+        }
+        # each alone, in turn, the same closed-loop load
+        capacities = {
+            name: capacity_of(s.url, studies, args.capacity_s) for name, s in running.items()
+        }
+        capacity = capacities[names[0]]
+        rate = capacity * args.share / len(names)
+        print(
+            f"capacity {capacity:.2f} studies/s; offering {rate:.2f}/s to each of "
+            f"{len(names)} servers for {args.duration_min} min"
+        )
+
+        async def offer_all() -> list[SoakRecord]:
+            return await asyncio.gather(
+                *(
+                    offer(r.url, studies, rate, duration_s, r.pid, args.sample_s)
+                    for r in running.values()
+                )
+            )
+
+        records = dict(zip(names, asyncio.run(offer_all()), strict=True))
+        server_versions = versions(running[names[0]].url)
+    return {
+        "benchmark": "soak_variants",
+        "machine": describe_machine(),
+        "versions": server_versions,
+        "workload": {**studies.description, "auxiliary_share": 0.5},
+        "settings": _settings(args),
+        "capacity_per_s": capacity,
+        "offered_per_s": round(rate, 3),
+        "offered_note": f"to each of the {len(names)} servers, with the same arrival times",
+        "variants": {
+            name: {
+                "server": VARIANTS[name],
+                "capacity_per_s": capacities[name],
+                **summary(record, rate, duration_s, args.window_s),
+            }
+            for name, record in records.items()
+        },
+    }
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "duration_min": args.duration_min,
+        "share_of_capacity": args.share,
+        "sample_s": args.sample_s,
+        "window_s": args.window_s,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aln bench soak", description=__doc__.splitlines()[0])
     servers.add_arguments(parser, url=False)
@@ -223,6 +351,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-s", type=float, default=10.0, help="memory sampling period")
     parser.add_argument("--window-s", type=float, default=60.0, help="throughput/p99 window")
     parser.add_argument("--capacity-s", type=float, default=30.0)
+    parser.add_argument(
+        "--variant",
+        action="append",
+        choices=sorted(VARIANTS),
+        help="server settings to soak side by side, one server each, sharing the load equally "
+        "(repeat; default: one server with the default settings)",
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument(
         "--verdict-of", type=Path, help="print the verdict of a recorded run's result file"
@@ -232,54 +367,49 @@ def main(argv: list[str] | None = None) -> int:
         print(verdict_of(args.verdict_of))
         return 0
     studies = workload.synthetic(SOAK_SYNTAXES, auxiliary=True)
+    if args.variant and len(args.variant) > 1:
+        report = side_by_side(args, list(dict.fromkeys(args.variant)), studies)
+        out = write_result(report, "soak_variants", args.out)
+        title = f"{len(report['variants'])} servers at {report['offered_per_s']:.2f} studies/s each"
+        plot_variants(report["variants"], out.with_suffix(".png"), title)
+        for name, variant in report["variants"].items():
+            print(f"{name}: {variant['verdict']}")
+        print(f"wrote {out} and {out.with_suffix('.png')}")
+        return 0
     duration_s = args.duration_min * 60
-    with (
-        servers.workdir(args) as work,
-        servers.ensemble(servers.checkpoint_of(args, work), work) as running,
-    ):
-        asyncio.run(latency.closed_loop(running.url, studies, 8, 10.0))  # warm-up
-        capacity = asyncio.run(
-            latency.closed_loop(running.url, studies, 8, args.capacity_s)
-        ).summary()["throughput_per_s"]
-        rate = capacity * args.share
-        print(
-            f"capacity {capacity:.2f} studies/s; offering {rate:.2f}/s for {args.duration_min} min"
-        )
-        record = asyncio.run(
-            offer(running.url, studies, rate, duration_s, running.pid, args.sample_s)
-        )
-        server_versions = versions(running.url)
-    windows = per_window(record, args.window_s)
-    result = verdict(record.memory, windows, duration_s, args.window_s, rate)
+    server_fields = VARIANTS[args.variant[0]] if args.variant else {}
+    with servers.workdir(args) as work:
+        repo = servers.demo_repository(args, work)
+        with servers.serve(repo, None, work / "tritonserver.log", **server_fields) as server:
+            capacity = capacity_of(server.url, studies, args.capacity_s)
+            rate = capacity * args.share
+            print(
+                f"capacity {capacity:.2f} studies/s; offering {rate:.2f}/s for "
+                f"{args.duration_min} min"
+            )
+            record = asyncio.run(
+                offer(server.url, studies, rate, duration_s, server.pid, args.sample_s)
+            )
+            server_versions = versions(server.url)
+    result = summary(record, rate, duration_s, args.window_s)
     report = {
         "benchmark": "soak",
         "machine": describe_machine(),
         "versions": server_versions,
         "workload": {**studies.description, "auxiliary_share": 0.5},
-        "settings": {
-            "duration_min": args.duration_min,
-            "share_of_capacity": args.share,
-            "sample_s": args.sample_s,
-            "window_s": args.window_s,
-        },
+        "settings": {**_settings(args), "server": server_fields},
         "capacity_per_s": capacity,
         "offered_per_s": round(rate, 3),
-        "errors": record.errors,
-        "verdict": result,
-        "windows": windows,
-        "memory_mb": [
-            {"t_s": round(t, 1), **{k: round(v, 1) for k, v in mb.items()}}
-            for t, mb in record.memory
-        ],
+        **result,
     }
     out = write_result(report, "soak", args.out)
     plot(
         record,
-        windows,
+        result["windows"],
         out.with_suffix(".png"),
         f"soak at {rate:.2f} studies/s: {studies.summary()}",
     )
-    print(f"verdict {result}; wrote {out} and {out.with_suffix('.png')}")
+    print(f"verdict {result['verdict']}; wrote {out} and {out.with_suffix('.png')}")
     return 0
 
 

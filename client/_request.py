@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import secrets
 import time
 import warnings
 import weakref
@@ -41,14 +42,16 @@ class RetryPolicy:
     Retried: UNAVAILABLE and the server states of :data:`aln.client.errors.TRANSIENT`.
 
     Attributes:
-        max_attempts: Tries in all (1 = no retry). The default 8 spans about 9 s of backoff:
-            a supervised model reload (2-3 s measured) or a quick restart, within the deadline.
+        max_attempts: Tries in all (1 = no retry). The default 16 spans about 25 s of
+            backoff, so the call's deadline (30 s by default) is what ends the retries: a
+            supervised model reload takes 2-4 s on an idle machine and was seen at 14 s on a
+            loaded one, where 8 tries (9 s) lost requests.
         initial_backoff_s: Wait before the second try.
         max_backoff_s: Longest wait between tries.
         multiplier: Growth of the wait per try.
     """
 
-    max_attempts: int = 8
+    max_attempts: int = 16
     initial_backoff_s: float = 0.2
     max_backoff_s: float = 2.0
     multiplier: float = 2.0
@@ -197,6 +200,15 @@ def _unregister_with(url: str, connection: dict[str, Any]) -> Any:
     return unregister
 
 
+def new_request_id() -> str:
+    """A random id for one call, sent as Triton's request id with every try of it.
+
+    The server's log names it where it matters (a model instance that crashed while working on
+    the request); it says nothing about the patient or the study.
+    """
+    return secrets.token_hex(8)
+
+
 class Attempts:
     """The deadline and retry bookkeeping of one prediction, shared by both clients.
 
@@ -214,7 +226,9 @@ class Attempts:
     """
 
     def __init__(self, timeout_s: float, retry: RetryPolicy, grace_s: float) -> None:
-        self.deadline = time.monotonic() + timeout_s
+        self.request_id = new_request_id()
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout_s
         self.retry = retry
         self.grace_s = grace_s
         self.attempt = 0
@@ -228,25 +242,40 @@ class Attempts:
         self.attempt += 1
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
-            raise InferenceTimeoutError(
-                "The deadline passed before the server answered", "DEADLINE_EXCEEDED"
+            raise self._stamped(
+                InferenceTimeoutError(
+                    "The deadline passed before the server answered", "DEADLINE_EXCEEDED"
+                )
             )
         return max(1, int(remaining * 1e6)), remaining + self.grace_s
 
     def answered(self) -> None:
         """Refuse an answer that came after the caller's deadline."""
         if time.monotonic() > self.deadline:
-            raise InferenceTimeoutError(
-                "The server answered after the deadline; the answer was discarded",
-                "DEADLINE_EXCEEDED",
+            raise self._stamped(
+                InferenceTimeoutError(
+                    "The server answered after the deadline; the answer was discarded",
+                    "DEADLINE_EXCEEDED",
+                )
             )
 
+    def _stamped(self, error: AlnClientError) -> AlnClientError:
+        """``error`` with this call's request id, tries and time spent."""
+        error.request_id = self.request_id
+        error.tries = max(1, self.attempt)
+        error.elapsed_s = time.monotonic() - self.started
+        return error
+
     def failed(self, exc: Exception) -> float:
-        """Map a failed try: returns the pause before retrying, or raises the mapped error."""
-        error = from_server_exception(exc)
+        """Map a failed try: returns the pause before retrying, or raises the mapped error.
+
+        The error raised records how many tries were made and over how long (its ``tries`` and
+        ``elapsed_s``, shown in its text after a retry).
+        """
+        error = self._stamped(from_server_exception(exc))
         if error.status == "UNAVAILABLE" and time.monotonic() >= self.deadline:
             # The server's own deadline rejection ("Request timeout expired") is a timeout.
-            raise InferenceTimeoutError(error.message, "DEADLINE_EXCEEDED") from exc
+            raise self._stamped(InferenceTimeoutError(error.message, "DEADLINE_EXCEEDED")) from exc
         if not is_retryable(error) or self.attempt >= self.retry.max_attempts:
             raise error from exc
         pause = self.retry.backoff_s(self.attempt)

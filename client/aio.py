@@ -96,6 +96,7 @@ class AsyncAlnClient(_request.ClientSettings):
                         model,
                         inputs,
                         outputs=requested,
+                        request_id=attempts.request_id,
                         timeout=server_timeout_us,
                         client_timeout=grpc_deadline_s,
                     )

@@ -9,12 +9,28 @@ class AlnClientError(Exception):
     Attributes:
         status: The gRPC status code name (``"INVALID_ARGUMENT"``, ...) or None for local errors.
         message: The server's message, kept as sent.
+        request_id: The id the request was sent under (every try of one call shares it; the
+            server's log names it, for example when a model crashed on it); None for local errors.
+        tries: How many times the request was sent before this error was raised (1 = no retry).
+        elapsed_s: Seconds from the first try until the client gave up (None for local errors).
     """
 
     def __init__(self, message: str, status: str | None = None) -> None:
         super().__init__(message if status is None else f"[{status}] {message}")
         self.status = status
         self.message = message
+        self.request_id: str | None = None
+        self.tries = 1
+        self.elapsed_s: float | None = None
+
+    def __str__(self) -> str:
+        notes = []
+        if self.request_id is not None:
+            notes.append(f"request {self.request_id}")
+        if self.tries > 1 and self.elapsed_s is not None:
+            notes.append(f"gave up after {self.tries} tries in {self.elapsed_s:.1f} s")
+        text = super().__str__()
+        return f"{text} ({'; '.join(notes)})" if notes else text
 
 
 class InvalidInputError(AlnClientError):

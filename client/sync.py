@@ -128,6 +128,7 @@ class AlnClient(_request.ClientSettings):
                         model,
                         inputs,
                         outputs=requested,
+                        request_id=attempts.request_id,
                         timeout=server_timeout_us,
                         client_timeout=grpc_deadline_s,
                     )

@@ -12,10 +12,12 @@ way) decodes the whole image with pydicom for every syntax, uncompressed include
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -58,6 +60,24 @@ _NAMES = {
 }
 # Scratch files for OpenJPEG's region decoder live in memory where the OS offers it.
 _SCRATCH_DIR = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+SCRATCH_PREFIX = "aln-decode-"
+"""Scratch files are named ``aln-decode-<pid>-...``: a process that dies while decoding (a native
+crash) leaves its file behind, and :func:`remove_scratch_of` finds it by the dead process's id."""
+
+
+def scratch_of(pid: int) -> list[Path]:
+    """The decoding scratch files of process ``pid`` that exist now."""
+    return sorted(Path(_SCRATCH_DIR or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{pid}-*"))
+
+
+def remove_scratch_of(pid: int) -> list[Path]:
+    """Delete the decoding scratch files process ``pid`` left (call it once ``pid`` is dead)."""
+    removed = []
+    for path in scratch_of(pid):
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 @dataclass(frozen=True)
@@ -160,7 +180,9 @@ def _openjpeg_region(header: ImageHeader, window: Window) -> npt.NDArray[np.inte
 
     codestream = _first_frame(header)
     check_codestream_header(codestream, header)
-    with tempfile.NamedTemporaryFile(suffix=".j2k", dir=_SCRATCH_DIR) as scratch:
+    with tempfile.NamedTemporaryFile(
+        prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", suffix=".j2k", dir=_SCRATCH_DIR
+    ) as scratch:
         scratch.write(codestream)
         scratch.flush()
         try:

@@ -16,14 +16,16 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Self
+from typing import IO, Any, Self
 
 from aln.errors import MissingComponentError
+from aln.serving import inflight
 from aln.serving.errors import RepositoryError, ServerStartError
 from aln.serving.supervisor import (
     StubSupervisor,
@@ -136,6 +138,8 @@ class ServerConfig:
         grpc_tls: ``(server cert, server key, client CA or None)`` to serve gRPC over TLS, with
             mutual TLS when a client CA is given.
         extra_args: More ``tritonserver`` arguments.
+        environment: More environment variables for ``tritonserver`` and its Python-backend stubs
+            (for example glibc's ``MALLOC_ARENA_MAX``; ``aln bench soak --variant`` compares some).
         supervise_stubs: Restore a model whose Python-backend stub dies
             (:class:`aln.serving.supervisor.StubSupervisor`); the server then runs with explicit
             model control and a repository API only the supervisor can call.
@@ -149,7 +153,14 @@ class ServerConfig:
     log_verbose: int = 0
     grpc_tls: tuple[Path, Path, Path | None] | None = None
     extra_args: list[str] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
     supervise_stubs: bool = False
+
+    @classmethod
+    def on_free_ports(cls, repository: Path, **fields: Any) -> ServerConfig:
+        """A configuration whose gRPC, HTTP and metrics ports are free now; ``fields`` set."""
+        ports = {name: free_port() for name in ("grpc_port", "http_port", "metrics_port")}
+        return cls(Path(repository), **{**ports, **fields})
 
     def command(self, home: Path, api_key: str | None = None) -> list[str]:
         """The ``tritonserver`` command line (``api_key``: the repository API's restriction)."""
@@ -199,6 +210,8 @@ class EmbeddedServer:
         self.process: subprocess.Popen[bytes] | None = None
         self._api_key = new_api_key() if config.supervise_stubs else None
         self.supervisor: StubSupervisor | None = None
+        self.inflight_folder: Path | None = None
+        """Where supervised model instances record the requests they work on (:mod:`inflight`)."""
 
     def start(self) -> EmbeddedServer:
         """Start the process (returns at once; see :meth:`wait_until_ready`).
@@ -220,6 +233,15 @@ class EmbeddedServer:
         # The stub finds its Python prefix and site-packages from the python3 on PATH.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env.setdefault("OMP_NUM_THREADS", "1")
+        env.update(self.config.environment)
+        if self.config.supervise_stubs:
+            shm = Path("/dev/shm")
+            self.inflight_folder = Path(
+                tempfile.mkdtemp(
+                    prefix="aln-inflight-", dir=shm if os.access(shm, os.W_OK) else None
+                )
+            )
+            env[inflight.FOLDER_VARIABLE] = str(self.inflight_folder)
         stdout: IO[str] | int | None
         if isinstance(self._log_target, Path):
             self._log_handle = self._log_target.open("w")
@@ -285,6 +307,7 @@ class EmbeddedServer:
             f"http://{self.config.host}:{self.config.http_port}",
             self._api_key,
             log=log,
+            inflight_folder=self.inflight_folder,
         ).start()
 
     def drain(self, timeout_s: float) -> bool:
@@ -343,6 +366,8 @@ class EmbeddedServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self._reap_group()
+        if self.inflight_folder is not None:
+            shutil.rmtree(self.inflight_folder, ignore_errors=True)
         if self._log_handle is not None:
             self._log_handle.close()
         return self.process.returncode

@@ -15,7 +15,9 @@ that only the supervisor sends (:func:`restricted_api_args`).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import re
 import secrets
@@ -29,9 +31,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from aln.preprocessing import contract
+from aln.serving import inflight
+
 STUB_BINARY = "triton_python_backend_stub"
 API_KEY_HEADER = "aln-repository-key"
 """The header that unlocks Triton's model-repository API (load/unload) for the supervisor."""
+DECODING_MODELS = frozenset({contract.PREPROCESS})
+"""Models that run native decoders on the caller's file: a request inside one of them when it
+crashed is quarantined (:class:`aln.serving.inflight.Quarantine`)."""
+LEFTOVER_GRACE_S = 5.0
+"""How long an old stub may outlive its model's reload before the supervisor kills it."""
 
 
 def restricted_api_args(key: str) -> list[str]:
@@ -173,6 +183,8 @@ class StubSupervisor:
         api_key: The restricted-API key the server was started with.
         poll_s: How often the stubs are checked.
         log: Where crash and recovery lines go (default: stderr).
+        inflight_folder: The folder of the instances' markers (:mod:`aln.serving.inflight`):
+            a crash line then names the requests the dead instance was working on.
     """
 
     def __init__(
@@ -183,14 +195,17 @@ class StubSupervisor:
         *,
         poll_s: float = 0.2,
         log: IO[str] | None = None,
+        inflight_folder: Path | None = None,
     ) -> None:
         self.server_pid = server_pid
         self.http_url = http_url.rstrip("/")
         self.api_key = api_key
         self.poll_s = poll_s
         self.log = log or sys.stderr
+        self.inflight_folder = inflight_folder
         self.recoveries: list[dict[str, object]] = []
-        self._expected_exits: set[int] = set()  # old stubs of a model being reloaded
+        # old stubs of a reloaded model, by pid: the stub and when it must be gone by
+        self._expected_exits: dict[int, tuple[Stub, float]] = {}
         self._known: dict[int, Stub] = {}  # every stub seen running, by pid
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -204,19 +219,38 @@ class StubSupervisor:
     def restore(self, model: str, reason: str, instance: str) -> float:
         """Reload ``model`` (unload, then load); returns the seconds it took."""
         start = time.monotonic()
+        ids = inflight.read(self.inflight_folder, instance) if self.inflight_folder else []
+        quarantined = ""
+        if ids and model in DECODING_MODELS and self.inflight_folder is not None:
+            cause = f"model instance '{instance}' died ({reason})"
+            inflight.Quarantine(self.inflight_folder).add(ids, cause)
+            quarantined = " (quarantined: refused if sent again)"
         self._say(
-            f"the stub of model instance '{instance}' died ({reason}); reloading model "
-            f"'{model}', the server reports not ready until it is back"
+            f"the stub of model instance '{instance}' died ({reason})"
+            f"{self._working_on(ids)}{quarantined}; reloading model '{model}', the server "
+            "reports not ready until it is back"
         )
-        self._expected_exits |= {s.pid for s in stubs_of(self.server_pid) if s.model == model}
+        old = [s for s in stubs_of(self.server_pid) if s.model == model]
+        self._expected_exits.update({s.pid: (s, math.inf) for s in old})
         self._repository(model, "unload")
         self._repository(model, "load")
         took = time.monotonic() - start
+        deadline = time.monotonic() + LEFTOVER_GRACE_S
+        self._expected_exits.update({s.pid: (s, deadline) for s in old})
         self.recoveries.append(
             {"model": model, "instance": instance, "reason": reason, "seconds": round(took, 2)}
         )
         self._say(f"model '{model}' reloaded in {took:.1f} s")
         return took
+
+    def _working_on(self, ids: list[str]) -> str:
+        """What the dead instance's marker said it was doing, as the crash line puts it."""
+        if self.inflight_folder is None:
+            return ""
+        if not ids:
+            return " while idle"
+        named = ", ".join(f"'{i}'" for i in ids)
+        return f" while working on request{'s' if len(ids) > 1 else ''} {named}"
 
     def check_once(self) -> list[str]:
         """Restore every model with a dead stub now; returns the models restored."""
@@ -227,6 +261,7 @@ class StubSupervisor:
             if reason is None:
                 continue
             del self._known[stub.pid]
+            self._remove_scratch(stub)
             if stub.pid in self._expected_exits or stub.model in restored:
                 continue
             try:
@@ -236,7 +271,45 @@ class StubSupervisor:
                 self._known[stub.pid] = stub
                 continue
             restored.append(stub.model)
+        self.reap_leftovers()
         return restored
+
+    def _remove_scratch(self, stub: Stub) -> None:
+        """Delete the decoding scratch files a dead stub left (a crash inside OpenJPEG)."""
+        if stub.model not in DECODING_MODELS:
+            return
+        from aln.preprocessing.decode import remove_scratch_of  # deferred: the codecs load
+
+        for path in remove_scratch_of(stub.pid):
+            self._say(f"removed {path.name}, left by the dead stub of '{stub.instance}'")
+
+    def reap_leftovers(self) -> list[Stub]:
+        """Kill the stubs of a reloaded model's old generation still alive past their grace.
+
+        Triton 2.51's unload can leave one running (seen after a crash reload): it serves nothing
+        and holds its memory. Returns the stubs killed now.
+        """
+        killed = []
+        now = time.monotonic()
+        for pid, (stub, deadline) in list(self._expected_exits.items()):
+            if death(stub) is not None:
+                del self._expected_exits[pid]
+                self._known.pop(pid, None)  # an expected exit: never a reason to reload
+            elif now > deadline:
+                regions = shm_regions(pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                for region in regions:
+                    with contextlib.suppress(OSError):
+                        os.unlink(f"/dev/shm/{region}")
+                self._say(
+                    f"a stub of model '{stub.model}' ({stub.instance}, pid {pid}) outlived the "
+                    f"model's reload by {LEFTOVER_GRACE_S:.0f} s; killed it"
+                )
+                # still expected: its death, seen on a later check, is never a reason to reload
+                self._expected_exits[pid] = (stub, math.inf)
+                killed.append(stub)
+        return killed
 
     def _run(self) -> None:
         while not self._stop.wait(self.poll_s):

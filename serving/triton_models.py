@@ -22,7 +22,7 @@ from aln.preprocessing import contract
 from aln.preprocessing.errors import PreprocessingError, is_fatal
 from aln.preprocessing.manifest import read_manifest
 from aln.preprocessing.serving import RawRequest, StudyPreprocessor
-from aln.serving import occlusion
+from aln.serving import inflight, occlusion
 from aln.serving.engine import RequestFailedError, load_engine
 from aln.serving.spec import CHUNK_PARAMETER, DECODE_PARAMETER, ENGINE_PARAMETER, EngineSettings
 
@@ -58,18 +58,32 @@ class PreprocessModel:
             engine=parameters.get(ENGINE_PARAMETER),
         )
         self.logger = pb_utils.Logger
+        self.marker = inflight.Marker.for_instance(args["model_instance_name"])
+        self.quarantine = inflight.Quarantine.from_environment()
 
     def execute(self, requests: list[Any]) -> list[Any]:
         """Answer every request of the batch."""
         return [self._one(request) for request in requests]
 
     def _one(self, request: Any) -> Any:
+        request_id = request.request_id()
+        crash = self.quarantine.cause(request_id) if self.quarantine is not None else None
+        if crash is not None:
+            message = (
+                f"Request '{inflight.clean(request_id)}' was being decoded when {crash}; it is "
+                "refused rather than decoded again. Send the study under a new request id to try "
+                "it once more (a new call of the SDK does)"
+            )
+            return pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
+            )
         try:
             arrays = {}
             for spec in contract.ENSEMBLE_INPUTS:
                 tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
                 arrays[spec.name] = None if tensor is None else tensor.as_numpy()
-            study = self.preprocessor(RawRequest.from_arrays(arrays))
+            with inflight.working_on(self.marker, [request_id]):
+                study = self.preprocessor(RawRequest.from_arrays(arrays))
         except PreprocessingError as exc:
             return pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
@@ -111,6 +125,7 @@ class EngineModel:
         """Load the engine with the settings of the model config (a mismatched plan is refused)."""
         settings = EngineSettings.from_parameters(_parameters(args))
         self.engine = load_engine(_version_folder(args), settings)
+        self.marker = inflight.Marker.for_instance(args["model_instance_name"])
 
     def execute(self, requests: list[Any]) -> list[Any]:
         """Run the batch; a request the engine cannot run fails alone with its cause."""
@@ -121,8 +136,10 @@ class EngineModel:
             }
             for r in requests
         ]
+        with inflight.working_on(self.marker, [r.request_id() for r in requests]):
+            outputs = self.engine.run_requests(batch)
         responses = []
-        for out in self.engine.run_requests(batch):
+        for out in outputs:
             if isinstance(out, RequestFailedError):
                 error = pb_utils.TritonError(out.message, pb_utils.TritonError.INTERNAL)
                 responses.append(pb_utils.InferenceResponse(error=error))

@@ -25,8 +25,11 @@ BENCHMARKS = {
     "baseline": ("baseline", "serve the naive baseline (one process, eager torch, gRPC)"),
     "fuzz": ("fuzz_preprocessing", "mutation fuzzing of the preprocessing"),
     "overload": ("overload", "open-loop overload, shedding and recovery of the ensemble"),
+    "failover": ("failover", "a replica killed under load behind nginx, as the callers see it"),
+    "recovery": ("recovery", "a crashed stub of each model under load: time until it serves again"),
     "soak": ("soak", "memory, throughput and p99 under sustained load at half capacity"),
     "explain": ("explanation_cost", "explanation latency and its cost to predictions (10% mix)"),
+    "plan": ("plan", "capacity plan: a simulation checked against a sweep, then sized"),
     "explain-evidence": (
         "explanation_evidence",
         "occlusion importance inside the lesion vs the rest, trained vs untrained",

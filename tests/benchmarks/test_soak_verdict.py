@@ -30,3 +30,30 @@ def test_drift_is_against_the_first_complete_window_after_warm_up():
     assert result["max_p99_drift"] == pytest.approx(0.08)
     assert result["steady"] is True
     assert result["arrival_noise"] == pytest.approx(1 / (120**0.5), abs=1e-3)
+
+
+def test_a_variant_summary_keeps_what_the_verdict_was_made_from(tmp_path):
+    """Each side-by-side variant is judged by the same verdict, from samples kept in the file."""
+    from aln.benchmarks.soak import SoakRecord, plot_variants, summary
+
+    growing = SoakRecord(
+        completions=[(t + 0.5, 400.0) for t in range(600)],
+        memory=[
+            (float(t), {"tritonserver": 500.0 + t, "preprocess": 300.0}) for t in range(0, 600, 10)
+        ],
+    )
+    flat = SoakRecord(
+        completions=[(t + 0.5, 400.0) for t in range(600)],
+        memory=[
+            (float(t), {"tritonserver": 350.0, "preprocess": 300.0}) for t in range(0, 600, 10)
+        ],
+        errors={"UNAVAILABLE": 2},
+    )
+    reports = {name: summary(r, 1.0, 600.0, 60.0) for name, r in (("a", growing), ("b", flat))}
+    assert reports["a"]["verdict"]["memory_plateaus"] is False
+    assert reports["b"]["verdict"]["memory_plateaus"] is True
+    assert reports["b"]["errors"] == {"UNAVAILABLE": 2}
+    assert reports["a"]["memory_mb"][1] == {"t_s": 10.0, "tritonserver": 510.0, "preprocess": 300.0}
+    assert reports["a"]["windows"][0]["throughput_per_s"] == 1.0
+    plot_variants(reports, tmp_path / "variants.png", "two variants")
+    assert (tmp_path / "variants.png").stat().st_size > 10_000

@@ -65,9 +65,11 @@ class FakeTriton:
     def __init__(self, errors):
         self.errors = list(errors)
         self.calls = []
+        self.request_ids = []
 
-    def infer(self, model, inputs, outputs=None, timeout=None, client_timeout=None):
+    def infer(self, model, inputs, outputs=None, request_id="", timeout=None, client_timeout=None):
         self.calls.append((timeout, client_timeout))
+        self.request_ids.append(request_id)
         if self.errors:
             error = self.errors.pop(0)
             if isinstance(error, float):
@@ -92,13 +94,31 @@ def test_unavailable_is_retried_with_bounded_attempts():
     with pytest.raises(ModelUnavailableError) as info:
         client.predict(ImageInput(b"x", (1, 1)), "{}")
     assert len(fake.calls) == 3 and isinstance(info.value.__cause__, InferenceServerException)
+    # the error says how hard the client tried, so a lost request can be told from a refusal
+    assert info.value.tries == 3 and 0.02 < info.value.elapsed_s < 1.0
+    assert str(info.value).endswith(f"gave up after 3 tries in {info.value.elapsed_s:.1f} s)")
+
+
+def test_every_try_of_a_call_shares_one_random_request_id_that_the_error_names():
+    fake = FakeTriton(["StatusCode.UNAVAILABLE"] * 3 + ["StatusCode.INVALID_ARGUMENT"])
+    client = _client(fake, retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.01))
+    with pytest.raises(ModelUnavailableError) as first:
+        client.predict(ImageInput(b"x", (1, 1)), "{}")
+    with pytest.raises(InvalidInputError) as second:
+        client.predict(ImageInput(b"x", (1, 1)), "{}")
+    ids = fake.request_ids
+    assert len(ids) == 4 and len(set(ids[:3])) == 1 and ids[3] != ids[0]
+    assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)  # random hex, nothing about the study
+    assert first.value.request_id == ids[0] and f"request {ids[0]}" in str(first.value)
+    assert second.value.request_id == ids[3]
 
 
 def test_other_errors_are_never_retried():
     fake = FakeTriton(["StatusCode.INVALID_ARGUMENT"])
-    with pytest.raises(InvalidInputError):
+    with pytest.raises(InvalidInputError) as info:
         _client(fake).predict(ImageInput(b"x", (1, 1)), "{}")
     assert len(fake.calls) == 1
+    assert info.value.tries == 1 and "gave up" not in str(info.value)
 
 
 def test_deadline_bounds_the_retries():

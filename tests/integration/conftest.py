@@ -13,7 +13,7 @@ import pytest
 from aln.export.repository import build_repository
 from aln.model.checkpoint import new_demo_checkpoint
 from aln.preprocessing import contract
-from aln.serving.server import EmbeddedServer, ServerConfig, free_port
+from aln.serving.server import EmbeddedServer, ServerConfig
 
 
 @pytest.fixture(scope="session")
@@ -27,13 +27,8 @@ def served(tmp_path_factory):
         work / "repo",
         {"max_batch": 8, "preprocess_instances": 2, "max_queue_delay_us": 5000},
     )
-    config = ServerConfig(
-        repo,
-        grpc_port=free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
-        supervise_stubs=True,  # as `aln serve` runs it; and a drained stop exits at once
-    )
+    # supervised as `aln serve` runs it; and a drained stop exits at once
+    config = ServerConfig.on_free_ports(repo, supervise_stubs=True)
     log = work / "tritonserver.log"
     server = EmbeddedServer(config, log=log).start()
     try:
@@ -113,13 +108,7 @@ def serve_repository(tmp_path_factory):
 
     @contextlib.contextmanager
     def start(repo):
-        config = ServerConfig(
-            repo,
-            grpc_port=free_port(),
-            http_port=free_port(),
-            metrics_port=free_port(),
-            supervise_stubs=True,
-        )
+        config = ServerConfig.on_free_ports(repo, supervise_stubs=True)
         log = Path(repo).parent / "tritonserver.log"
         server = EmbeddedServer(config, log=log).start()
         try:

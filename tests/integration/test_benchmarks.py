@@ -178,3 +178,22 @@ def test_a_short_soak_answers_everything_and_our_processes_stay_flat(served):
     assert sum(w["throughput_per_s"] for w in windows) > 0
     result = soak.verdict(record.memory, windows, duration_s, 10.0, 3.0)
     assert result["memory_mb_second_half_mean"] > 0 and result["arrival_noise"] > 0
+
+
+def test_plan_measurement_records_per_request_service_times_and_pools_its_rounds(served):
+    from aln.benchmarks import plan, service_times
+
+    _, _, url = served
+    times = service_times.measure(url, ("explicit",), requests=2, batch_sizes=(1, 2), repeats=1)
+    assert len(times.preprocess_ms["explicit"]) == 2 and min(times.preprocess_ms["explicit"]) > 0
+    assert len(times.outside_ms["explicit"]) == 2 and times.client_cpu_ms["explicit"] > 0
+    assert min(times.fusion_ms) > 0 and times.engine_contended_ms
+    # on this CPU a batch of two costs the single-threaded instance about twice one
+    assert min(times.engine_ms["2"]) > 1.3 * max(times.engine_ms["1"])
+    assert times.batching["max_batch"] == 8 and times.batching["delay_ms"] == 5.0
+    studies = workload.synthetic(("explicit",), per_syntax=1)
+    settings = {"duration_s": 2.0, "warmup_s": 0.5, "timeout_s": 60.0}
+    levels = plan.interleaved_sweep(url, studies, [1, 2], 2, settings)
+    for level in levels:
+        assert len(level["rounds"]) == 2 and len(level["triton"]) == 2
+        assert level["ok"] == sum(r["ok"] for r in level["rounds"]) and not level["errors"]

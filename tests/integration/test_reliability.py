@@ -19,7 +19,7 @@ from aln.benchmarks.overload import closed_loop_capacity, open_loop
 from aln.client import AlnClient, ImageInput, Prediction, RetryPolicy
 from aln.export.repository import build_repository
 from aln.preprocessing import contract
-from aln.serving.server import EmbeddedServer, ServerConfig, free_port
+from aln.serving.server import EmbeddedServer, ServerConfig
 
 QUEUE_TIMEOUT_S = 1.0
 
@@ -35,9 +35,7 @@ def bounded_repo(served, tmp_path_factory):
 
 
 def _start(repo, tmp_path, config=None):
-    config = config or ServerConfig(
-        repo, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port()
-    )
+    config = config or ServerConfig.on_free_ports(repo)
     server = EmbeddedServer(config, log=tmp_path / f"server-{time.monotonic_ns()}.log").start()
     return server, config
 

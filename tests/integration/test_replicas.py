@@ -9,17 +9,17 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from aln.client import AlnClient, ImageInput
+from aln.benchmarks import failover
+from aln.client import AlnClient, ImageInput, Study
 from aln.deploy.balancer import GrpcBalancer, nginx_binary
 from aln.preprocessing import contract
-from aln.serving.server import EmbeddedServer, ServerConfig, free_port
+from aln.serving.server import EmbeddedServer, ServerConfig
 from aln.serving.supervisor import proc_stat, shm_regions
 from aln.synthetic.mammogram import synth_case
 
@@ -30,13 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def replica(repository: Path, grpc_port: int = 0) -> EmbeddedServer:
-    config = ServerConfig(
-        repository,
-        grpc_port=grpc_port or free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
-        supervise_stubs=True,
-    )
+    fixed = {"grpc_port": grpc_port} if grpc_port else {}
+    config = ServerConfig.on_free_ports(repository, supervise_stubs=True, **fixed)
     server = EmbeddedServer(config).start()
     server.wait_until_ready(contract.ENSEMBLE, timeout_s=240)
     return server
@@ -104,39 +99,20 @@ def test_locust_runs_through_the_balancer_and_bad_studies_keep_their_status(pair
 def test_a_replica_killed_under_load_loses_no_request_and_returns_after_a_restart(pair):
     balancer, _, b = pair
     image, record = study(63)
-    results: list[tuple[float, float, str]] = []  # (start, seconds, error or "")
-    stop = threading.Event()
+    victim: dict[str, list] = {}
 
-    def caller():
-        with AlnClient(balancer.url, timeout_s=60) as client:
-            while not stop.is_set():
-                started = time.monotonic()
-                try:
-                    client.predict(image, record)
-                    error = ""
-                except Exception as exc:
-                    error = f"{type(exc).__name__}: {exc}"
-                results.append((started, time.monotonic() - started, error))
+    def kill():
+        victim["group"] = group_of(b.process.pid)
+        victim["regions"] = [r for pid in victim["group"] for r in shm_regions(pid)]
+        b.process.kill()  # SIGKILL: no drain, requests in flight on B are cut off
 
-    threads = [threading.Thread(target=caller) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    time.sleep(4)
-    group = group_of(b.process.pid)
-    regions = [r for pid in group for r in shm_regions(pid)]
-    assert len(group) > 1 and regions  # tritonserver and its Python-backend stubs
-    killed_at = time.monotonic()
-    b.process.kill()  # SIGKILL: no drain, requests in flight on B are cut off
-    time.sleep(8)
-    stop.set()
-    for thread in threads:
-        thread.join(120)
-    errors = [r for r in results if r[2]]
-    assert not errors, errors[:3]
-    failover = sorted(s for start, s, _ in results if killed_at - 1 <= start <= killed_at + 3)
-    assert failover, "no request around the kill"
-    p99 = failover[min(len(failover) - 1, int(0.99 * len(failover)))]
-    print(f"failover: {len(failover)} requests around the kill, p99 {p99 * 1000:.0f} ms")
+    run = failover.drive_through_kill(balancer.url, Study(image, record), kill, callers=3)
+    assert len(victim["group"]) > 1 and victim["regions"]  # tritonserver and its stubs
+    assert not run.lost, run.lost[:3]
+    summary = run.summary()
+    assert summary["failover_requests"] > 0, "no request around the kill"
+    print(f"failover: {summary}")
+    regions = victim["regions"]
     b.stop(timeout_s=10)
     # the stubs outlive a killed tritonserver; stop() reaps them and unlinks their regions
     assert group_of(b.process.pid) == []

@@ -10,7 +10,7 @@ import pytest
 
 from aln.client import AlnClient, ImageInput, InvalidInputError, ModelUnavailableError
 from aln.preprocessing import contract
-from aln.serving.server import EmbeddedServer, ServerConfig, free_port
+from aln.serving.server import EmbeddedServer, ServerConfig
 from tests.corpus import bad_studies, edit
 
 PHI = {
@@ -89,13 +89,7 @@ def certificates(tmp_path_factory):
 
 
 def _serve(served, tmp_path, tls):
-    config = ServerConfig(
-        served[0].config.repository,
-        grpc_port=free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
-        grpc_tls=tls,
-    )
+    config = ServerConfig.on_free_ports(served[0].config.repository, grpc_tls=tls)
     server = EmbeddedServer(config, log=tmp_path / "tls.log").start()
     server.wait_until_ready(contract.ENSEMBLE, timeout_s=180)
     return server, f"127.0.0.1:{config.grpc_port}"

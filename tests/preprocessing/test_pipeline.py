@@ -2,6 +2,8 @@
 
 import io
 import json
+import os
+import pathlib
 
 import numpy as np
 import pydicom
@@ -278,3 +280,30 @@ def test_preprocessing_a_view_never_copies_the_image():
     assert peak < 0.8 * len(case.dicom), (
         f"peak {peak / 1e6:.1f} MB for a {len(case.dicom) / 1e6:.1f} MB input"
     )
+
+
+def test_a_decode_scratch_file_left_by_a_dead_process_is_found_by_its_pid(make_case, monkeypatch):
+    """OpenJPEG decodes from a scratch file; a crash inside it leaves the file, named by pid."""
+    import glymur
+
+    import aln.preprocessing.decode as decode
+    from aln.preprocessing.header import read_header
+
+    case = make_case("hologic", "jpeg2000", seed=2)
+    opened = []
+    real = glymur.Jp2k
+    monkeypatch.setattr(glymur, "Jp2k", lambda name: opened.append(name) or real(name))
+    decode._openjpeg_region(read_header(case.dicom), decode.Window(0, 64, 0, 64))
+    scratch = pathlib.Path(opened[0])
+    assert scratch.name.startswith(f"{decode.SCRATCH_PREFIX}{os.getpid()}-")
+    assert not scratch.exists()  # removed after a decode that returned
+    left = scratch.with_name(f"{decode.SCRATCH_PREFIX}999999999-left.j2k")  # a crash's leftover
+    other = scratch.with_name(f"{decode.SCRATCH_PREFIX}9999999990-alive.j2k")
+    left.write_bytes(b"x")
+    other.write_bytes(b"x")
+    try:
+        assert decode.remove_scratch_of(999999999) == [left]
+        assert not left.exists() and other.exists()  # another process's file is kept
+    finally:
+        other.unlink(missing_ok=True)
+        left.unlink(missing_ok=True)

@@ -12,7 +12,7 @@ from aln.export.repository import build_repository
 from aln.preprocessing import contract
 from aln.preprocessing.decision import Decision
 from aln.preprocessing.manifest import read_manifest
-from aln.serving.server import EmbeddedServer, ServerConfig, free_port
+from aln.serving.server import EmbeddedServer, ServerConfig
 from aln.training.cohort import read_cohort
 from aln.training.evaluate import evaluate, score_checkpoint, score_server, study_of
 from aln.training.experiment import grid, run_grid
@@ -52,13 +52,7 @@ def test_served_ensemble_and_in_process_give_the_same_auc(cohort, trained, tmp_p
     local_scores = score_checkpoint(cases, checkpoint, cohort / ".cache")
     local = evaluate(local_scores)
     repo, _ = build_repository(checkpoint, tmp_path / "repo", {"max_batch": 8})
-    config = ServerConfig(
-        repo,
-        grpc_port=free_port(),
-        http_port=free_port(),
-        metrics_port=free_port(),
-        supervise_stubs=True,
-    )
+    config = ServerConfig.on_free_ports(repo, supervise_stubs=True)
     with EmbeddedServer(config, log=tmp_path / "server.log") as server:
         server.wait_until_ready(contract.ENSEMBLE, timeout_s=180)
         url = f"127.0.0.1:{config.grpc_port}"
