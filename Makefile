@@ -9,8 +9,10 @@ ARGS ?=
 # region decoding of JPEG 2000 through glymur), libpython3.11 (the Triton Python-backend stub),
 # orthanc and orthanc-dicomweb (the PACS node of the tests and the demo; its service is not used:
 # aln.pacs.orthanc starts its own on loopback), nginx (the gRPC balancer over replicas; likewise
-# started by aln.deploy.balancer, never as a service).
-SYSTEM_PACKAGES := dicom3tools libopenjp2-7 libpython3.11 orthanc orthanc-dicomweb nginx
+# started by aln.deploy.balancer, never as a service), libjemalloc2 and libtcmalloc-minimal4 (the
+# allocators `aln serve --allocator` can preload into tritonserver).
+SYSTEM_PACKAGES := dicom3tools libopenjp2-7 libpython3.11 orthanc orthanc-dicomweb nginx \
+	libjemalloc2 libtcmalloc-minimal4
 
 .PHONY: install system-deps run demo-pacs test lint typecheck unit bench-crop clean
 
@@ -31,6 +33,8 @@ system-deps:
 	[ -x /usr/sbin/Orthanc ] || missing="$$missing orthanc"; \
 	[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing="$$missing orthanc-dicomweb"; \
 	[ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	ldconfig -p | grep -q 'libjemalloc.so.2' || missing="$$missing libjemalloc2"; \
+	ldconfig -p | grep -q 'libtcmalloc_minimal.so.4' || missing="$$missing libtcmalloc-minimal4"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

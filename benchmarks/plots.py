@@ -11,6 +11,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 
+def save(fig: Any, out: Path) -> Path:
+    """Lay ``fig`` out, write it to ``out`` as a PNG (110 dpi) and close it; returns ``out``."""
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def device_label(machine: dict[str, Any]) -> str:
     """``GPU name`` or ``CPU model (N cores)``: how every plot and table names a machine."""
     if machine.get("gpu"):
@@ -48,10 +56,7 @@ def plot_sweeps(results: list[dict[str, Any]], out: Path, title: str) -> Path:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save(fig, out)
 
 
 def plot_engines(results: list[dict[str, Any]], out: Path) -> Path:
@@ -69,10 +74,7 @@ def plot_engines(results: list[dict[str, Any]], out: Path) -> Path:
     ax.set(xlabel="images / s", xscale="log")
     ax.tick_params(axis="y", labelsize=6)
     ax.grid(True, axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save(fig, out)
 
 
 def plot_plan_validation(report: dict[str, Any], out: Path) -> Path:
@@ -100,10 +102,7 @@ def plot_plan_validation(report: dict[str, Any], out: Path) -> Path:
         f"{report['worst_error']:.1%} (tolerance {report['tolerance']:.0%})",
         fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save(fig, out)
 
 
 def plot_plan_network(report: dict[str, Any], out: Path) -> Path:
@@ -147,7 +146,4 @@ def plot_plan_network(report: dict[str, Any], out: Path) -> Path:
         f"capacity plan from service times measured @ {device_label(report['machine'])}",
         fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save(fig, out)

@@ -40,6 +40,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "grpc-pool-1": {"environment": {}, "extra_args": ["--grpc-infer-allocation-pool-size=1"]},
     "malloc-arenas-2": {"environment": {"MALLOC_ARENA_MAX": "2"}},
     "malloc-mmap-1mb": {"environment": {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}},
+    "jemalloc": {"allocator": "jemalloc"},
+    "tcmalloc": {"allocator": "tcmalloc"},
 }
 """Server settings a soak compares side by side (``--variant``), as
 :class:`aln.serving.server.ServerConfig` fields, each one change from glibc's own malloc defaults:
@@ -47,8 +49,9 @@ Triton's gRPC pool of request objects, each keeping its largest payload, cut fro
 arenas (8 per core by default) cut to 2; glibc's mmap threshold fixed at 1 MiB, so that a freed
 multi-megabyte buffer goes back to the system (by default the threshold rises to the size of the
 largest buffer freed, up to 32 MiB, after which buffers of a study's size are carved from the
-arenas' heaps). The server runs with glibc's defaults (the last costs throughput; see
-``docs/reliability.md``); result files written before this list call them ``default``."""
+arenas' heaps); jemalloc or tcmalloc preloaded in glibc's place
+(:data:`aln.serving.server.ALLOCATORS`). Result files written before this list call glibc's
+defaults ``default``."""
 
 
 @dataclass
@@ -203,10 +206,9 @@ def verdict_of(path: Path) -> dict[str, Any]:
 
 def plot(record: SoakRecord, windows: list[dict[str, Any]], path: Path, title: str) -> None:
     """Memory per component over time, and p99 per window."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from aln.benchmarks import plots  # deferred: matplotlib (its module picks the Agg backend)
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
     names = sorted({name for _, mb in record.memory for name in mb})
@@ -225,9 +227,7 @@ def plot(record: SoakRecord, windows: list[dict[str, Any]], path: Path, title: s
     )
     bottom.set_ylabel("p99 latency (ms)")
     bottom.set_xlabel("minutes")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plots.save(fig, path)
 
 
 def summary(record: SoakRecord, rate: float, duration_s: float, window_s: float) -> dict[str, Any]:
@@ -246,10 +246,9 @@ def summary(record: SoakRecord, rate: float, duration_s: float, window_s: float)
 
 def plot_variants(reports: dict[str, dict[str, Any]], path: Path, title: str) -> None:
     """Triton core's and the whole server's resident memory over time, one line per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from aln.benchmarks import plots  # deferred: matplotlib (its module picks the Agg backend)
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
     for name, report in reports.items():
@@ -262,9 +261,7 @@ def plot_variants(reports: dict[str, dict[str, Any]], path: Path, title: str) ->
     top.set_title(title, fontsize=9)
     bottom.set_ylabel("whole server resident memory (MB)")
     bottom.set_xlabel("minutes")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plots.save(fig, path)
 
 
 def capacity_of(url: str, studies: workload.Workload, seconds: float) -> float:
@@ -280,9 +277,10 @@ def side_by_side(
 ) -> dict[str, Any]:
     """One server per variant on one repository, each offered an equal share of the load.
 
-    Every server gets the same warm-up and capacity run (alone, in turn) and then the same
-    arrivals (one seed), so the variants do equal work at the same moments; the share offered is
-    of the first variant's capacity.
+    Every server gets the same warm-up and capacity runs, alone, in ``--capacity-rounds`` turns
+    whose order alternates (first to last, then last to first), so a drift of the machine's speed
+    falls on every variant alike; then the same arrivals (one seed), so the variants do equal work
+    at the same moments. The share offered is of the first variant's capacity.
     """
     duration_s = args.duration_min * 60
     with servers.workdir(args) as work, contextlib.ExitStack() as stack:
@@ -293,10 +291,12 @@ def side_by_side(
             )
             for name in names
         }
-        # each alone, in turn, the same closed-loop load
-        capacities = {
-            name: capacity_of(s.url, studies, args.capacity_s) for name, s in running.items()
-        }
+        turns: dict[str, list[float]] = {name: [] for name in names}
+        for turn in range(args.capacity_rounds):
+            for name in names if turn % 2 == 0 else names[::-1]:
+                turns[name].append(capacity_of(running[name].url, studies, args.capacity_s))
+                print(f"capacity of {name}, turn {turn + 1}: {turns[name][-1]:.3f} studies/s")
+        capacities = {name: round(float(np.mean(values)), 3) for name, values in turns.items()}
         capacity = capacities[names[0]]
         rate = capacity * args.share / len(names)
         print(
@@ -319,7 +319,7 @@ def side_by_side(
         "machine": describe_machine(),
         "versions": server_versions,
         "workload": {**studies.description, "auxiliary_share": 0.5},
-        "settings": _settings(args),
+        "settings": {**_settings(args), "capacity_rounds": args.capacity_rounds},
         "capacity_per_s": capacity,
         "offered_per_s": round(rate, 3),
         "offered_note": f"to each of the {len(names)} servers, with the same arrival times",
@@ -327,6 +327,7 @@ def side_by_side(
             name: {
                 "server": VARIANTS[name],
                 "capacity_per_s": capacities[name],
+                "capacity_turns_per_s": turns[name],
                 **summary(record, rate, duration_s, args.window_s),
             }
             for name, record in records.items()
@@ -340,6 +341,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "share_of_capacity": args.share,
         "sample_s": args.sample_s,
         "window_s": args.window_s,
+        "capacity_s": args.capacity_s,
     }
 
 
@@ -351,6 +353,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-s", type=float, default=10.0, help="memory sampling period")
     parser.add_argument("--window-s", type=float, default=60.0, help="throughput/p99 window")
     parser.add_argument("--capacity-s", type=float, default=30.0)
+    parser.add_argument(
+        "--capacity-rounds",
+        type=int,
+        default=2,
+        help="side by side: capacity turns per variant, in alternating order (mean reported)",
+    )
     parser.add_argument(
         "--variant",
         action="append",

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import urllib.error
@@ -35,6 +36,42 @@ from aln.serving.supervisor import (
     restricted_api_args,
     shm_regions,
 )
+
+ALLOCATORS: dict[str, tuple[str, str] | None] = {
+    "glibc": None,
+    "jemalloc": ("libjemalloc.so.2", "libjemalloc2"),
+    "tcmalloc": ("libtcmalloc_minimal.so.4", "libtcmalloc-minimal4"),
+}
+"""The malloc ``tritonserver`` and its Python-backend stubs run with: glibc's own, or a library
+preloaded in its place (its file name and Debian package; ``make install`` adds both). Triton's
+model-management guide suggests trying jemalloc and tcmalloc when its memory grows; what they do
+here is measured in ``docs/reliability.md``."""
+
+
+def allocator_library(name: str) -> Path | None:
+    """The shared library to preload for allocator ``name`` (None: glibc's malloc).
+
+    Raises:
+        ValueError: An unknown allocator.
+        MissingComponentError: Its library is not installed.
+    """
+    if name not in ALLOCATORS:
+        raise ValueError(f"Unknown allocator '{name}'; choose from {', '.join(ALLOCATORS)}")
+    wanted = ALLOCATORS[name]
+    if wanted is None:
+        return None
+    library, package = wanted
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    folders = [Path(p, multiarch) for p in ("/usr/lib", "/lib")] + [Path("/usr/lib64")]
+    for folder in folders:
+        if (folder / library).is_file():
+            return folder / library
+    raise MissingComponentError(
+        f"The {name} allocator needs {library}, found in none of "
+        f"{', '.join(str(f) for f in folders)}; install the Debian package {package} "
+        "(`make install` does)",
+        package,
+    )
 
 
 def triton_home() -> Path:
@@ -140,6 +177,7 @@ class ServerConfig:
         extra_args: More ``tritonserver`` arguments.
         environment: More environment variables for ``tritonserver`` and its Python-backend stubs
             (for example glibc's ``MALLOC_ARENA_MAX``; ``aln bench soak --variant`` compares some).
+        allocator: Their malloc, a key of :data:`ALLOCATORS`.
         supervise_stubs: Restore a model whose Python-backend stub dies
             (:class:`aln.serving.supervisor.StubSupervisor`); the server then runs with explicit
             model control and a repository API only the supervisor can call.
@@ -154,7 +192,15 @@ class ServerConfig:
     grpc_tls: tuple[Path, Path, Path | None] | None = None
     extra_args: list[str] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)
+    allocator: str = "glibc"
     supervise_stubs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.allocator not in ALLOCATORS:
+            raise ValueError(
+                f"ServerConfig.allocator: unknown allocator '{self.allocator}'; choose from "
+                f"{', '.join(ALLOCATORS)}"
+            )
 
     @classmethod
     def on_free_ports(cls, repository: Path, **fields: Any) -> ServerConfig:
@@ -233,6 +279,9 @@ class EmbeddedServer:
         # The stub finds its Python prefix and site-packages from the python3 on PATH.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env.setdefault("OMP_NUM_THREADS", "1")
+        library = allocator_library(self.config.allocator)
+        if library is not None:
+            env["LD_PRELOAD"] = os.pathsep.join(filter(None, [str(library), env.get("LD_PRELOAD")]))
         env.update(self.config.environment)
         if self.config.supervise_stubs:
             shm = Path("/dev/shm")

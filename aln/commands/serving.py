@@ -10,6 +10,7 @@ from typing import Any
 
 from aln.commands import UsageError
 from aln.serving.occlusion import DEFAULT_GRID, GRID_BOUNDS
+from aln.serving.server import ALLOCATORS
 from aln.serving.spec import ENGINE_FORMATS, PROFILES, spec_default
 
 DEFAULT_REPO = Path("runs/model_repository")
@@ -97,6 +98,13 @@ def register(commands: Any) -> None:
         "stop cleanly on Ctrl-C or SIGTERM.",
     )
     _server_arguments(serve)
+    serve.add_argument(
+        "--allocator",
+        choices=sorted(ALLOCATORS),
+        default="glibc",
+        help="malloc for tritonserver and its backend processes (jemalloc, tcmalloc: preloaded; "
+        "see docs/reliability.md)",
+    )
     serve.add_argument(
         "--drain-timeout-s",
         type=float,
@@ -217,6 +225,7 @@ def server_config(args: argparse.Namespace) -> Any:
         metrics_port=args.metrics_port,
         host=args.host,
         grpc_tls=tls,
+        allocator=args.allocator,
         supervise_stubs=True,
     )
 
