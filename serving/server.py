@@ -35,6 +35,7 @@ from aln.serving.supervisor import (
     repository_call,
     restricted_api_args,
     shm_regions,
+    unlink_regions,
 )
 
 ALLOCATORS: dict[str, tuple[str, str] | None] = {
@@ -438,8 +439,7 @@ class EmbeddedServer:
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.05)
             left = self._group()
-        for region in regions:
-            (Path("/dev/shm") / region).unlink(missing_ok=True)
+        unlink_regions(regions)
 
     def _group(self) -> list[int]:
         """The live processes of the server's process group (zombies are dead)."""

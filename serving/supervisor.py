@@ -27,6 +27,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -89,11 +90,14 @@ class Stub:
         pid: Its process id.
         model: The model it serves (the folder above ``<version>/model.py``).
         instance: Triton's instance name (``preprocess_0_1``).
+        regions: The shared-memory regions Triton handed it (names in ``/dev/shm``): a stub that
+            dies leaves them behind, so the supervisor unlinks them.
     """
 
     pid: int
     model: str
     instance: str
+    regions: tuple[str, ...] = ()
 
 
 def proc_stat(pid: int) -> list[str] | None:
@@ -127,16 +131,26 @@ def stub_of(pid: int) -> Stub | None:
     model, instance = Path(argv[1]).parent.parent.name, argv[8]
     if not re.fullmatch(rf"{re.escape(model)}_\d+_\d+", instance):
         return None
-    return Stub(pid, model, instance)
+    return Stub(pid, model, instance, tuple(_regions_in(argv)))
 
 
 SHM_REGION_PREFIX = "triton_python_backend_shm_region_"
 """How the Python backend names the shared-memory region it hands each stub."""
 
 
+def _regions_in(argv: list[str]) -> list[str]:
+    return [a for a in argv if a.startswith(SHM_REGION_PREFIX) and "/" not in a]
+
+
 def shm_regions(pid: int) -> list[str]:
     """The Python-backend shared-memory regions named on process ``pid``'s command line."""
-    return [a for a in proc_cmdline(pid) or [] if a.startswith(SHM_REGION_PREFIX) and "/" not in a]
+    return _regions_in(proc_cmdline(pid) or [])
+
+
+def unlink_regions(regions: Iterable[str]) -> None:
+    """Remove shared-memory regions from ``/dev/shm`` (those already gone are passed over)."""
+    for region in regions:
+        Path("/dev/shm", region).unlink(missing_ok=True)
 
 
 def stubs_of(server_pid: int) -> list[Stub]:
@@ -262,15 +276,15 @@ class StubSupervisor:
                 continue
             del self._known[stub.pid]
             self._remove_scratch(stub)
-            if stub.pid in self._expected_exits or stub.model in restored:
-                continue
-            try:
-                self.restore(stub.model, reason, stub.instance)
-            except (urllib.error.URLError, OSError) as exc:
-                self._say(f"reloading model '{stub.model}' failed: {exc}; will retry")
-                self._known[stub.pid] = stub
-                continue
-            restored.append(stub.model)
+            if stub.pid not in self._expected_exits and stub.model not in restored:
+                try:
+                    self.restore(stub.model, reason, stub.instance)
+                except (urllib.error.URLError, OSError) as exc:
+                    self._say(f"reloading model '{stub.model}' failed: {exc}; will retry")
+                    self._known[stub.pid] = stub
+                    continue
+                restored.append(stub.model)
+            unlink_regions(stub.regions)  # Triton's reload does not: they outlived the server
         self.reap_leftovers()
         return restored
 
@@ -296,12 +310,9 @@ class StubSupervisor:
                 del self._expected_exits[pid]
                 self._known.pop(pid, None)  # an expected exit: never a reason to reload
             elif now > deadline:
-                regions = shm_regions(pid)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                for region in regions:
-                    with contextlib.suppress(OSError):
-                        os.unlink(f"/dev/shm/{region}")
+                unlink_regions(stub.regions)
                 self._say(
                     f"a stub of model '{stub.model}' ({stub.instance}, pid {pid}) outlived the "
                     f"model's reload by {LEFTOVER_GRACE_S:.0f} s; killed it"

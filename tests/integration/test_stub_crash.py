@@ -67,10 +67,15 @@ def test_a_segfaulted_stub_of_each_model_is_restored_and_no_request_is_lost(supe
         thread.start()
     recovery_s = {}
     instances = {m: sum(s.model == m for s in stubs_of(server.pid)) for m in MODELS}
+    dead_regions: tuple[str, ...] = ()
     try:
         for model in MODELS:
             every_caller_answered_since(time.monotonic())
             stub = next(s for s in stubs_of(server.pid) if s.model == model)
+            # the whole model reloads: every stub of it before the crash goes, with its memory
+            dead_regions += tuple(
+                r for s in stubs_of(server.pid) if s.model == model for r in s.regions
+            )
             crash = recovery.segfault_and_wait(server, model)
             recovery_s[model] = crash["ready_after_s"]
             assert crash["unready_after_s"] is not None, f"readiness stayed true after {model} died"
@@ -85,6 +90,8 @@ def test_a_segfaulted_stub_of_each_model_is_restored_and_no_request_is_lost(supe
     # a stub of a reloaded model's old generation does not outlive the reload's grace
     time.sleep(LEFTOVER_GRACE_S + 1.0)
     assert {m: sum(s.model == m for s in stubs_of(server.pid)) for m in MODELS} == instances
+    # the crashed stubs' shared memory is not left in /dev/shm for good
+    assert dead_regions and [r for r in dead_regions if Path("/dev/shm", r).exists()] == []
     text = log.read_text()
     crash_line = r"died \(killed by SIGSEGV\) while (idle|working on requests? '[0-9a-f]{16}')"
     for model in MODELS:
