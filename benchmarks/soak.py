@@ -149,7 +149,10 @@ def verdict(
     The first quarter of the run is warm-up; the windows compared are the complete ones after it
     (the last, partial window is left out). With Poisson arrivals a window's throughput follows
     its arrivals: ``arrival_noise`` is the relative standard deviation of a window's count
-    (``1 / sqrt(rate x window)``), the scale against which the throughput drift is read.
+    (``1 / sqrt(rate x window)``), the scale against which the throughput drift is read. The
+    halves compare the same windows in two halves, so each side holds many windows' requests:
+    the throughput of the later half against the earlier, and the median of the windows' p99
+    (a typical window's tail) likewise; ``halves_steady`` when both stay within ``DRIFT``.
     """
     half = [(t, sum(mb.values())) for t, mb in memory if t >= duration_s / 2]
     slope = (
@@ -175,6 +178,13 @@ def verdict(
                 abs(w["throughput_per_s"] / first["throughput_per_s"] - 1),
             )
             drift["p99"] = max(drift["p99"], abs(w["p99_ms"] / first["p99_ms"] - 1))
+    halves = {"throughput": 0.0, "p99": 0.0}
+    if len(steady) > 1:
+        parts = (steady[: len(steady) // 2], steady[len(steady) // 2 :])
+        # every window is as long, so a half's rate is its windows' mean
+        rate = [float(np.mean([w["throughput_per_s"] for w in part])) for part in parts]
+        tail = [float(np.median([w["p99_ms"] for w in part])) for part in parts]
+        halves = {"throughput": abs(rate[1] / rate[0] - 1), "p99": abs(tail[1] / tail[0] - 1)}
     return {
         "memory_mb_second_half_mean": round(mean, 1),
         "memory_growth_per_10_min": round(growth, 4),
@@ -183,6 +193,9 @@ def verdict(
         "max_p99_drift": round(drift["p99"], 3),
         "arrival_noise": round(1 / math.sqrt(offered_per_s * window_s), 3),
         "steady": bool(first) and max(drift.values()) <= DRIFT,
+        "halves_throughput_drift": round(halves["throughput"], 3),
+        "halves_p99_drift": round(halves["p99"], 3),
+        "halves_steady": len(steady) > 1 and max(halves.values()) <= DRIFT,
     }
 
 
@@ -202,6 +215,20 @@ def verdict_of(path: Path) -> dict[str, Any]:
         settings["window_s"],
         report["offered_per_s"],
     )
+
+
+def update_verdict(path: Path, recomputed: dict[str, Any]) -> None:
+    """Replace a result file's verdict, keeping the one its run wrote as ``verdict_as_run``."""
+    import json
+
+    report = json.loads(Path(path).read_text())
+    report.setdefault("verdict_as_run", report["verdict"])
+    report["verdict"] = recomputed
+    report["verdict_note"] = (
+        "recomputed by `aln bench soak --verdict-of FILE --update` from this run's windows and "
+        "memory samples, which are unchanged; verdict_as_run is what the run itself wrote"
+    )
+    Path(path).write_text(json.dumps(report, indent=2) + "\n")
 
 
 def plot(record: SoakRecord, windows: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -370,9 +397,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--verdict-of", type=Path, help="print the verdict of a recorded run's result file"
     )
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="with --verdict-of: write that verdict into the file (the run's own kept as "
+        "verdict_as_run)",
+    )
     args = parser.parse_args(argv)
     if args.verdict_of is not None:
-        print(verdict_of(args.verdict_of))
+        recomputed = verdict_of(args.verdict_of)
+        print(recomputed)
+        if args.update:
+            update_verdict(args.verdict_of, recomputed)
         return 0
     studies = workload.synthetic(SOAK_SYNTAXES, auxiliary=True)
     if args.variant and len(args.variant) > 1:
