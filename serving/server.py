@@ -47,6 +47,9 @@ ALLOCATORS: dict[str, tuple[str, str] | None] = {
 preloaded in its place (its file name and Debian package; ``make install`` adds both). Triton's
 model-management guide suggests trying jemalloc and tcmalloc when its memory grows; what they do
 here is measured in ``docs/reliability.md``."""
+DEFAULT_ALLOCATOR = "jemalloc"
+"""Measured side by side with the others under the same load (``docs/reliability.md``): the only
+one whose memory levelled off, the least memory, throughput within the machine's drift."""
 
 
 def allocator_library(name: str) -> Path | None:
@@ -70,7 +73,7 @@ def allocator_library(name: str) -> Path | None:
     raise MissingComponentError(
         f"The {name} allocator needs {library}, found in none of "
         f"{', '.join(str(f) for f in folders)}; install the Debian package {package} "
-        "(`make install` does)",
+        "(`make install` does), or serve with glibc's malloc (`aln serve --allocator glibc`)",
         package,
     )
 
@@ -193,7 +196,7 @@ class ServerConfig:
     grpc_tls: tuple[Path, Path, Path | None] | None = None
     extra_args: list[str] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)
-    allocator: str = "glibc"
+    allocator: str = DEFAULT_ALLOCATOR
     supervise_stubs: bool = False
 
     def __post_init__(self) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from aln.commands import UsageError
 from aln.serving.occlusion import DEFAULT_GRID, GRID_BOUNDS
-from aln.serving.server import ALLOCATORS
+from aln.serving.server import ALLOCATORS, DEFAULT_ALLOCATOR
 from aln.serving.spec import ENGINE_FORMATS, PROFILES, spec_default
 
 DEFAULT_REPO = Path("runs/model_repository")
@@ -101,9 +101,9 @@ def register(commands: Any) -> None:
     serve.add_argument(
         "--allocator",
         choices=sorted(ALLOCATORS),
-        default="glibc",
+        default=DEFAULT_ALLOCATOR,
         help="malloc for tritonserver and its backend processes (jemalloc, tcmalloc: preloaded; "
-        "see docs/reliability.md)",
+        "default %(default)s: see docs/reliability.md)",
     )
     serve.add_argument(
         "--drain-timeout-s",

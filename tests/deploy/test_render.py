@@ -104,6 +104,7 @@ def test_yaml_and_the_container_recipe_are_linted(rendered):
     assert hadolint.returncode == 0, hadolint.stdout
     recipe = (out / "Dockerfile").read_text()
     assert "FROM nvcr.io/nvidia/tritonserver:25.04-py3" in recipe
+    assert "\nENV LD_PRELOAD=libjemalloc.so.2\n" in recipe  # the allocator `aln serve` runs with
     assert (out / "src" / "pyproject.toml").is_file()
     assert (out / "src" / "preprocessing" / "serving.py").is_file()
 

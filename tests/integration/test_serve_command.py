@@ -9,9 +9,11 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 from aln.client import AlnClient, AlnClientError, ImageInput, RetryPolicy
-from aln.serving.server import free_port
+from aln.serving.server import DEFAULT_ALLOCATOR, allocator_library, free_port
+from aln.serving.supervisor import proc_cmdline, proc_stat, stubs_of
 
 
 def _ready(http: int) -> bool:
@@ -55,6 +57,7 @@ def test_serve_prints_endpoints_and_drains_on_sigterm(served, study, tmp_path):
         ready = seen[-1] if seen else ""
         assert f"aln_ensemble ready: grpc://127.0.0.1:{grpc}" in ready, seen
         assert f"metrics http://127.0.0.1:{metrics}/metrics" in ready
+        _assert_default_allocator_preloaded(process.pid)
         image = ImageInput(study.dicom, lesion=study.lesion_centre)
         calls: list[tuple[float, float, str]] = []  # (start, end, outcome)
         refused = threading.Event()
@@ -94,6 +97,23 @@ def test_serve_prints_endpoints_and_drains_on_sigterm(served, study, tmp_path):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def _assert_default_allocator_preloaded(serve_pid: int) -> None:
+    """tritonserver (the child of ``aln serve``) and every stub run with the default malloc."""
+    library = allocator_library(DEFAULT_ALLOCATOR)
+    assert library is not None
+    children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    (triton,) = [
+        pid
+        for pid in children
+        if (proc_stat(pid) or ["", ""])[1] == str(serve_pid)
+        and (proc_cmdline(pid) or [""])[0].endswith("tritonserver")
+    ]
+    processes = [triton] + [stub.pid for stub in stubs_of(triton)]
+    assert len(processes) > 4
+    for pid in processes:
+        assert library.name in Path(f"/proc/{pid}/maps").read_text(), pid
 
 
 def test_serve_without_repository_says_what_to_do(tmp_path):
