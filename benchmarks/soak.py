@@ -36,15 +36,19 @@ MEMORY_GROWTH_PER_10_MIN = 0.01
 DRIFT = 0.10
 """Largest accepted change of a minute's throughput or p99 against the first measured minute."""
 VARIANTS: dict[str, dict[str, Any]] = {
-    "glibc-default": {"environment": {}},
-    "grpc-pool-1": {"environment": {}, "extra_args": ["--grpc-infer-allocation-pool-size=1"]},
-    "malloc-arenas-2": {"environment": {"MALLOC_ARENA_MAX": "2"}},
-    "malloc-mmap-1mb": {"environment": {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}},
+    "glibc-default": {"allocator": "glibc"},
+    "grpc-pool-1": {"allocator": "glibc", "extra_args": ["--grpc-infer-allocation-pool-size=1"]},
+    "malloc-arenas-2": {"allocator": "glibc", "environment": {"MALLOC_ARENA_MAX": "2"}},
+    "malloc-mmap-1mb": {
+        "allocator": "glibc",
+        "environment": {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)},
+    },
     "jemalloc": {"allocator": "jemalloc"},
     "tcmalloc": {"allocator": "tcmalloc"},
 }
 """Server settings a soak compares side by side (``--variant``), as
-:class:`aln.serving.server.ServerConfig` fields, each one change from glibc's own malloc defaults:
+:class:`aln.serving.server.ServerConfig` fields (the glibc ones name their allocator, the server's
+default being jemalloc), each one change from glibc's own malloc defaults:
 Triton's gRPC pool of request objects, each keeping its largest payload, cut from 8 to 1; glibc's
 arenas (8 per core by default) cut to 2; glibc's mmap threshold fixed at 1 MiB, so that a freed
 multi-megabyte buffer goes back to the system (by default the threshold rises to the size of the

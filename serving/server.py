@@ -55,12 +55,11 @@ one whose memory levelled off, the least memory, throughput within the machine's
 def allocator_library(name: str) -> Path | None:
     """The shared library to preload for allocator ``name`` (None: glibc's malloc).
 
+    ``name`` is a key of :data:`ALLOCATORS` (:class:`ServerConfig` refuses any other).
+
     Raises:
-        ValueError: An unknown allocator.
         MissingComponentError: Its library is not installed.
     """
-    if name not in ALLOCATORS:
-        raise ValueError(f"Unknown allocator '{name}'; choose from {', '.join(ALLOCATORS)}")
     wanted = ALLOCATORS[name]
     if wanted is None:
         return None
