@@ -31,7 +31,7 @@ import yaml
 from aln.deploy.spec import DeploySpec, DeploySpecError
 from aln.preprocessing import contract
 from aln.preprocessing.manifest import MANIFEST_FILE
-from aln.serving.server import ALLOCATORS, DEFAULT_ALLOCATOR
+from aln.serving.server import ALLOCATORS, repository_allocator
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002
 KSERVE_HTTP_PORT, KSERVE_GRPC_PORT = 8080, 9000
@@ -407,16 +407,19 @@ def inference_service(spec: DeploySpec) -> dict[str, Any]:
     }
 
 
-def dockerfile(spec: DeploySpec) -> str:
-    """The container recipe: NGC Triton with this project's wheel and the model repository."""
-    allocator = ALLOCATORS[DEFAULT_ALLOCATOR]
+def dockerfile(spec: DeploySpec, allocator: str) -> str:
+    """The container recipe: NGC Triton with this project's wheel and the model repository.
+
+    ``allocator``: the malloc the repository is served with (a key of ``ALLOCATORS``).
+    """
+    library = ALLOCATORS[allocator]
     preload = (
         ""
-        if allocator is None
+        if library is None
         else f"""\
-# {DEFAULT_ALLOCATOR} in place of glibc's malloc, as `aln serve` runs (docs/reliability.md); the NGC
+# {allocator} in place of glibc's malloc, as `aln serve` runs (docs/reliability.md); the NGC
 # image ships it (Triton's model-management guide)
-ENV LD_PRELOAD={allocator[0]}
+ENV LD_PRELOAD={library[0]}
 """
     )
     return f"""\
@@ -487,7 +490,7 @@ def render(spec: DeploySpec, repository: Path, out: Path) -> list[Path]:
         shutil.copy2(source, target)
     shutil.copytree(repository, out / "model_repository")
     written = [out / "Dockerfile"]
-    written[0].write_text(dockerfile(spec))
+    written[0].write_text(dockerfile(spec, repository_allocator(repository)))
     objects = {
         "kubernetes/deployment.yaml": deployment(spec, facts),
         "kubernetes/service.yaml": service(spec),

@@ -49,7 +49,33 @@ model-management guide suggests trying jemalloc and tcmalloc when its memory gro
 here is measured in ``docs/reliability.md``."""
 DEFAULT_ALLOCATOR = "jemalloc"
 """Measured side by side with the others under the same load (``docs/reliability.md``): the only
-one whose memory levelled off, the least memory, throughput within the machine's drift."""
+one whose memory levelled off, the least memory, throughput within the machine's drift. Not for a
+repository with an OpenVINO engine (:func:`repository_allocator`)."""
+
+
+def repository_allocator(repository: Path, requested: str | None = None) -> str:
+    """The allocator ``repository`` is served with: ``requested``, else :data:`DEFAULT_ALLOCATOR`.
+
+    OpenVINO loads its device plugins with ``RTLD_DEEPBIND``, so they free with glibc what a
+    preloaded allocator gave them and the process aborts ("free(): invalid pointer", seen with
+    jemalloc and tcmalloc alike): a repository with an OpenVINO engine is served with glibc's
+    malloc by default, and a preloaded allocator requested for it is refused.
+
+    Raises:
+        ValueError: A preloaded allocator requested for a repository with an OpenVINO engine.
+    """
+    from aln.serving.spec import ENGINE_FILES
+
+    openvino = next(Path(repository).glob(f"*/*/{ENGINE_FILES['openvino']}"), None)
+    if requested is None:
+        return "glibc" if openvino else DEFAULT_ALLOCATOR
+    if openvino is not None and ALLOCATORS[requested] is not None:
+        raise ValueError(
+            f"ServerConfig.allocator: {requested} cannot serve '{openvino.parent.parent.name}', an "
+            "OpenVINO engine (its plugins are loaded with RTLD_DEEPBIND and free with glibc what "
+            "the preloaded allocator gave them); use glibc"
+        )
+    return requested
 
 
 def allocator_library(name: str) -> Path | None:
@@ -180,7 +206,8 @@ class ServerConfig:
         extra_args: More ``tritonserver`` arguments.
         environment: More environment variables for ``tritonserver`` and its Python-backend stubs
             (for example glibc's ``MALLOC_ARENA_MAX``; ``aln bench soak --variant`` compares some).
-        allocator: Their malloc, a key of :data:`ALLOCATORS`.
+        allocator: Their malloc, a key of :data:`ALLOCATORS`; None: :data:`DEFAULT_ALLOCATOR`,
+            or glibc's for a repository with an OpenVINO engine (:func:`repository_allocator`).
         supervise_stubs: Restore a model whose Python-backend stub dies
             (:class:`aln.serving.supervisor.StubSupervisor`); the server then runs with explicit
             model control and a repository API only the supervisor can call.
@@ -195,11 +222,11 @@ class ServerConfig:
     grpc_tls: tuple[Path, Path, Path | None] | None = None
     extra_args: list[str] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)
-    allocator: str = DEFAULT_ALLOCATOR
+    allocator: str | None = None
     supervise_stubs: bool = False
 
     def __post_init__(self) -> None:
-        if self.allocator not in ALLOCATORS:
+        if self.allocator is not None and self.allocator not in ALLOCATORS:
             raise ValueError(
                 f"ServerConfig.allocator: unknown allocator '{self.allocator}'; choose from "
                 f"{', '.join(ALLOCATORS)}"
@@ -282,7 +309,9 @@ class EmbeddedServer:
         # The stub finds its Python prefix and site-packages from the python3 on PATH.
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env.setdefault("OMP_NUM_THREADS", "1")
-        library = allocator_library(self.config.allocator)
+        library = allocator_library(
+            repository_allocator(self.config.repository, self.config.allocator)
+        )
         if library is not None:
             env["LD_PRELOAD"] = os.pathsep.join(filter(None, [str(library), env.get("LD_PRELOAD")]))
         env.update(self.config.environment)

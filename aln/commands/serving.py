@@ -101,9 +101,8 @@ def register(commands: Any) -> None:
     serve.add_argument(
         "--allocator",
         choices=sorted(ALLOCATORS),
-        default=DEFAULT_ALLOCATOR,
         help="malloc for tritonserver and its backend processes (jemalloc, tcmalloc: preloaded; "
-        "default %(default)s: see docs/reliability.md)",
+        f"default {DEFAULT_ALLOCATOR}, glibc for OpenVINO engines: see docs/reliability.md)",
     )
     serve.add_argument(
         "--drain-timeout-s",
