@@ -7,7 +7,10 @@ One replica (:class:`Node`) as Triton runs this project's ensemble:
   progress at ``c / k``. An engine on the cores also runs slower while every core is busy (its
   measured :attr:`Engine.contention`: caches and memory bandwidth are shared).
 - **preprocess instances**: a study waits for a free instance, then its decoding and cropping (a
-  sample of its transfer syntax's measured times) runs on the cores.
+  sample of its transfer syntax's measured times) runs on the cores. Where the times were also
+  measured beside a busy engine, a study whose work begins while every other core is busy draws
+  from those instead (:meth:`Profile.draw`): on shared caches, memory bandwidth and a crowded
+  scheduler its own work takes longer than alone, beyond its fair share of the cores.
 - **engines**: the primary (and, for studies with an auxiliary image, the auxiliary) backbone
   behind Triton's dynamic batcher: ``engine_instances`` executors, each taking the waiting
   requests up to ``max_batch`` once the oldest has waited ``batch_delay_ms`` (at once when the
@@ -17,7 +20,7 @@ One replica (:class:`Node`) as Triton runs this project's ensemble:
   minus the steps' times). When the caller runs on the replica's machine (``caller_on_node``, as in
   the measured sweep) all of it is work on the cores, and the caller's own share
   (``client_cpu_ms``) also passes through its single event-loop thread; otherwise only the
-  server's share (the rest) is.
+  server's share (the rest) is. Drawn alone or beside a busy engine as preprocessing is.
 - the **fusion head**: its measured time as work on the cores.
 
 Not modelled: the network between caller and replica beyond the loopback the times were measured
@@ -104,6 +107,8 @@ class Profile:
         outside_ms: Per transfer syntax, times outside the models (caller, gRPC, copies).
         client_cpu_ms: Per transfer syntax, the caller's share of ``outside_ms`` (mean).
         engine: The backbones' engine.
+        preprocess_beside_ms: ``preprocess_ms`` measured beside a busy engine (None: as alone).
+        outside_beside_ms: ``outside_ms`` measured beside a busy engine (None: as alone).
     """
 
     preprocess_ms: dict[str, tuple[float, ...]]
@@ -111,6 +116,17 @@ class Profile:
     outside_ms: dict[str, tuple[float, ...]]
     client_cpu_ms: dict[str, float]
     engine: Engine
+    preprocess_beside_ms: dict[str, tuple[float, ...]] | None = None
+    outside_beside_ms: dict[str, tuple[float, ...]] | None = None
+
+    def draw(self, stage: str, syntax: str, beside: bool, rng: random.Random) -> float:
+        """One time of ``stage`` (``"preprocess"`` or ``"outside"``) for a study of ``syntax``.
+
+        From the times measured beside a busy engine when ``beside`` and they were measured.
+        """
+        alone: dict[str, tuple[float, ...]] = getattr(self, f"{stage}_ms")
+        busy: dict[str, tuple[float, ...]] | None = getattr(self, f"{stage}_beside_ms")
+        return rng.choice((busy if beside and busy else alone)[syntax])
 
     @classmethod
     def measured(cls, times: ServiceTimes, engine: Engine | None = None) -> Profile:
@@ -125,12 +141,19 @@ class Profile:
             contention=max(float(np.mean(times.engine_contended_ms)) / alone, 1.0),
         )
         return cls(
-            {k: tuple(v) for k, v in times.preprocess_ms.items()},
+            _tuples(times.preprocess_ms),
             tuple(times.fusion_ms),
-            {k: tuple(v) for k, v in times.outside_ms.items()},
+            _tuples(times.outside_ms),
             dict(times.client_cpu_ms),
             engine or measured_engine,
+            _tuples(times.preprocess_beside_ms),
+            _tuples(times.outside_beside_ms),
         )
+
+
+def _tuples(samples: dict[str, list[float]] | None) -> Any:
+    """Measured samples per syntax as the profile holds them (None stays None)."""
+    return None if samples is None else {k: tuple(v) for k, v in samples.items()}
 
 
 @dataclass(frozen=True)
@@ -259,6 +282,10 @@ class _Replica:
         for name, queue in queues.items():
             env.process(self._batcher(queue, record=name == "primary"))
 
+    def others_busy(self) -> bool:
+        """Whether every core but one is at work (the one core of a single-core node)."""
+        return self.cores.count >= max(self.node.cores - 1, 1)
+
     def work(
         self, ms: float, thread: simpy.Resource | None = None, contention: float = 1.0
     ) -> Generator[Any, Any, None]:
@@ -339,13 +366,14 @@ class _Replica:
     def serve(self, study: Study) -> Generator[Any, Any, None]:
         """One study from the caller's send to its answer."""
         profile, rng, env = self.profile, self.rng, self.env
-        outside = rng.choice(profile.outside_ms[study.syntax])
+        outside = profile.draw("outside", study.syntax, self.others_busy(), rng)
         if not self.node.caller_on_node:
             outside -= min(profile.client_cpu_ms[study.syntax], outside)
         yield from self.work(outside, self.connections)
         with self.preprocess.request() as instance:
             yield instance
-            yield from self.work(rng.choice(profile.preprocess_ms[study.syntax]))
+            pre = profile.draw("preprocess", study.syntax, self.others_busy(), rng)
+            yield from self.work(pre)
         waits = []
         for name in ("primary", "auxiliary") if study.auxiliary else ("primary",):
             done = env.event()

@@ -3,9 +3,10 @@
 Three steps, each writing a result file (``benchmarks/results/plan_*-<machine>.json``):
 
 ``aln bench plan measure``
-    Starts the demo ensemble (or measures ``--url``), records per-request service times with
-    nothing else in flight (:mod:`aln.benchmarks.service_times`), then a closed-loop latency sweep
-    of the same workload. Both go into ``plan_measured``.
+    Starts the demo ensemble (or measures ``--url``), then a closed-loop latency sweep of the same
+    workload in rounds; before every round and after the last, per-request service times with
+    nothing else in flight, and again beside a busy engine (:mod:`aln.benchmarks.service_times`).
+    Both go into ``plan_measured``.
 ``aln bench plan validate``
     Simulates the sweep from the service times alone (:mod:`aln.benchmarks.capacity`), this machine
     as it ran: the load generator and every model on the same cores. Writes simulated beside
@@ -24,6 +25,7 @@ import asyncio
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -55,15 +57,17 @@ def interleaved_sweep(
     concurrencies: list[int],
     rounds: int,
     settings: latency.SweepSettings,
+    before_round: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Every level ``rounds`` times, up the levels then down again, pooled per level.
 
     This machine's speed drifts by several percent over minutes (a shared virtual machine); in
     turn up and down, every level sees early and late minutes alike. Each level's row pools the
     rounds' latencies; its throughput is all successes over all its measured seconds.
+    ``before_round`` is called before each round (the service times are measured there).
     """
     order = [
-        level
+        (i, level)
         for i in range(rounds)
         for level in (concurrencies if i % 2 == 0 else concurrencies[::-1])
     ]
@@ -82,7 +86,9 @@ def interleaved_sweep(
             stats[concurrency].append(triton_stats.window(before, triton_stats.snapshot(url)))
         return tally
 
-    for concurrency in order:
+    for position, (round_index, concurrency) in enumerate(order):
+        if before_round is not None and (position == 0 or order[position - 1][0] != round_index):
+            before_round()
         tally = asyncio.run(one(concurrency))
         pooled[concurrency].append(tally)
         print(latency.format_level("plan", {"concurrency": concurrency, **tally.summary()}))
@@ -114,19 +120,25 @@ def _measure(args: argparse.Namespace) -> int:
     with servers.target(args) as url:
         with AlnClient(url) as client:
             client.wait_until_ready(timeout_s=30)
-        # Service times before and after the sweep, pooled, for the same reason the sweep goes
-        # up and down: the machine's speed drifts.
-        before = service_times.measure(url, syntaxes, requests=args.requests, repeats=args.repeats)
-        print("service times measured; sweeping", flush=True)
-        levels = interleaved_sweep(url, studies, args.concurrency, args.rounds, settings)
-        after = service_times.measure(url, syntaxes, requests=args.requests, repeats=args.repeats)
+        # Service times before every round of the sweep and after the last, pooled, for the same
+        # reason the sweep goes up and down: the machine's speed drifts.
+        parts: list[ServiceTimes] = []
+
+        def times() -> None:
+            parts.append(
+                service_times.measure(url, syntaxes, requests=args.requests, repeats=args.repeats)
+            )
+            print(f"service times measured ({len(parts)} of {args.rounds + 1})", flush=True)
+
+        levels = interleaved_sweep(url, studies, args.concurrency, args.rounds, settings, times)
+        times()
         repository = triton_stats.repository_configs(url, list(triton_stats.snapshot(url)))
     report = {
         "benchmark": "plan_measured",
         "machine": describe_machine(),
         "versions": versions(),
         "workload": studies.description,
-        "service_times": service_times.pool(before, after).to_json(),
+        "service_times": service_times.pool(*parts).to_json(),
         "sweep": {
             "settings": {**settings, "rounds": args.rounds},
             "repository": repository,

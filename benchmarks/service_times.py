@@ -9,7 +9,11 @@ server with nothing else in flight:
 - the engine time of ``backbone_primary`` per batch size, from batches sent to it directly, and
   its time per batch of one while every instance executes at once (what sharing the machine's
   caches and memory bandwidth costs it);
-- the load generator's own CPU time per request (the part of "outside" that is the caller's).
+- the load generator's own CPU time per request (the part of "outside" that is the caller's);
+- the per-request times in ``preprocess`` and outside the models again, while the auxiliary
+  backbone executes batches of one back to back beside them (the sweep's studies carry no
+  auxiliary image, so that model is otherwise idle): what a study's own work costs while the
+  other cores run an engine, the usual neighbour under load.
 
 Each figure is the difference of Triton's cumulative counters around one request, so it is that
 request's own time, not a mean: the model draws from these samples.
@@ -18,7 +22,10 @@ request's own time, not a mean: the model draws from these samples.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,7 +37,8 @@ from aln.benchmarks import triton_stats, workload
 from aln.client import AsyncAlnClient
 from aln.preprocessing import contract
 
-_STEP_PHASES = ("compute_input", "compute_infer", "compute_output")
+STEP_PHASES = ("compute_input", "compute_infer", "compute_output")
+"""A model's own work on a request (its queue left out)."""
 STAGGER_S = 0.02
 """Gap between the concurrent engine calls of a round: past the batcher's delay, well within
 an execution."""
@@ -52,6 +60,9 @@ class ServiceTimes:
         engine_contended_ms: Mean time of a batch of one per round of every engine instance
             executing one at once.
         client_cpu_ms: Per transfer syntax, the caller's CPU time per request (mean).
+        preprocess_beside_ms: As ``preprocess_ms``, measured beside a busy engine (None in files
+            measured before this was).
+        outside_beside_ms: As ``outside_ms``, measured beside a busy engine (likewise).
         batching: The served dynamic batching of the engine: instances, largest batch, delay.
     """
 
@@ -61,28 +72,45 @@ class ServiceTimes:
     engine_ms: dict[str, list[float]]
     engine_contended_ms: list[float]
     client_cpu_ms: dict[str, float]
+    preprocess_beside_ms: dict[str, list[float]] | None
+    outside_beside_ms: dict[str, list[float]] | None
     batching: dict[str, Any]
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ServiceTimes:
         """The inverse of :meth:`to_json` (a result file's ``service_times``)."""
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        optional = ("preprocess_beside_ms", "outside_beside_ms")
+        fields: dict[str, Any] = {
+            name: data.get(name) if name in optional else data[name]
+            for name in cls.__dataclass_fields__
+        }
+        return cls(**fields)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready, every sample rounded to 0.01 ms."""
         out = asdict(self)
-        for key in ("preprocess_ms", "outside_ms", "engine_ms"):
-            out[key] = {k: [round(v, 2) for v in vs] for k, vs in out[key].items()}
+        for key in (
+            "preprocess_ms",
+            "outside_ms",
+            "engine_ms",
+            "preprocess_beside_ms",
+            "outside_beside_ms",
+        ):
+            if out[key] is not None:
+                out[key] = {k: [round(v, 2) for v in vs] for k, vs in out[key].items()}
         for key in ("fusion_ms", "engine_contended_ms"):
             out[key] = [round(v, 2) for v in out[key]]
         out["client_cpu_ms"] = {k: round(v, 2) for k, v in out["client_cpu_ms"].items()}
         return out
 
 
-def _model_ms(
-    before: dict[str, Any], after: dict[str, Any], model: str, phases: tuple[str, ...]
+def model_ms(
+    before: dict[str, Any],
+    after: dict[str, Any],
+    model: str,
+    phases: tuple[str, ...] = STEP_PHASES,
 ) -> float:
-    """Milliseconds ``model`` spent in ``phases`` between two snapshots."""
+    """Milliseconds ``model`` spent in ``phases`` between two :func:`triton_stats.snapshot`."""
     now = after.get(model, {}).get("inference_stats", {})
     then = before.get(model, {}).get("inference_stats", {})
     ns = sum(int(now.get(p, {}).get("ns", 0)) - int(then.get(p, {}).get("ns", 0)) for p in phases)
@@ -97,6 +125,9 @@ def pool(*parts: ServiceTimes) -> ServiceTimes:
         keys = getattr(first, name)
         return {k: [v for part in parts for v in getattr(part, name)[k]] for k in keys}
 
+    def joined_if_all(name: str) -> dict[str, list[float]] | None:
+        return joined(name) if all(getattr(part, name) is not None for part in parts) else None
+
     return ServiceTimes(
         preprocess_ms=joined("preprocess_ms"),
         fusion_ms=[v for part in parts for v in part.fusion_ms],
@@ -107,6 +138,8 @@ def pool(*parts: ServiceTimes) -> ServiceTimes:
             k: float(np.mean([part.client_cpu_ms[k] for part in parts]))
             for k in first.client_cpu_ms
         },
+        preprocess_beside_ms=joined_if_all("preprocess_beside_ms"),
+        outside_beside_ms=joined_if_all("outside_beside_ms"),
         batching=first.batching,
     )
 
@@ -126,17 +159,60 @@ def batching_of(url: str) -> dict[str, Any]:
 
 
 def measure_requests(
-    url: str, syntaxes: tuple[str, ...], requests: int, seed: int = 0
+    url: str,
+    syntaxes: tuple[str, ...],
+    requests: int,
+    seed: int = 0,
+    *,
+    beside_engine: bool = False,
 ) -> dict[str, Any]:
     """Send ``requests`` studies of each syntax one at a time; per-request times by stage.
 
     Through the asyncio client, as the latency sweep sends them, so the caller's share is the same.
+    With ``beside_engine``, the auxiliary backbone executes batches of one back to back
+    meanwhile (:func:`busy_engine`); the studies must then carry no auxiliary image.
     """
-    return asyncio.run(_measure_requests(url, syntaxes, requests, seed))
+    with busy_engine(url) if beside_engine else contextlib.nullcontext():
+        return asyncio.run(_measure_requests(url, syntaxes, requests, seed, beside_engine))
+
+
+@contextlib.contextmanager
+def busy_engine(url: str) -> Iterator[None]:
+    """Keeps one instance of the auxiliary backbone executing batches of one, back to back.
+
+    The calls start on entry and stop on exit, the last one finishing first; a call that failed
+    is raised there (the times measured meanwhile were not beside a busy engine).
+    """
+    stop = threading.Event()
+    failed: list[BaseException] = []
+    images = np.random.default_rng(2).standard_normal(
+        (1, *contract.BACKBONE_INPUT.dims), dtype=np.float32
+    )
+
+    def run() -> None:
+        with grpcclient.InferenceServerClient(url) as client:
+            tensor = _engine_input(images)
+            while not stop.is_set():
+                try:
+                    client.infer(contract.BACKBONE_AUXILIARY, [tensor])
+                except Exception as exc:  # handed to the caller on exit
+                    failed.append(exc)
+                    return
+
+    thread = threading.Thread(target=run, name="busy-engine", daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.5)  # the first execution under way
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    if failed:
+        raise RuntimeError(f"The busy engine's calls failed: {failed[0]}") from failed[0]
 
 
 async def _measure_requests(
-    url: str, syntaxes: tuple[str, ...], requests: int, seed: int
+    url: str, syntaxes: tuple[str, ...], requests: int, seed: int, beside_engine: bool
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "preprocess_ms": {},
@@ -159,16 +235,16 @@ async def _measure_requests(
                 latency_ms = (time.perf_counter() - start) * 1000
                 cpu_s += time.process_time() - cpu0
                 after = triton_stats.snapshot(url)
-                step = {m: _model_ms(before, after, m, ("queue", *_STEP_PHASES)) for m in steps}
-                fusion = _model_ms(before, after, contract.FUSION_HEAD, ("queue", *_STEP_PHASES))
-                samples.append(_model_ms(before, after, contract.PREPROCESS, _STEP_PHASES))
+                step = {m: model_ms(before, after, m, ("queue", *STEP_PHASES)) for m in steps}
+                fusion = model_ms(before, after, contract.FUSION_HEAD, ("queue", *STEP_PHASES))
+                samples.append(model_ms(before, after, contract.PREPROCESS))
                 out["fusion_ms"].append(fusion)
-                # The backbones run side by side: the ensemble waits for the slower one.
-                inside = (
-                    step[contract.PREPROCESS]
-                    + max(step[contract.BACKBONE_PRIMARY], step[contract.BACKBONE_AUXILIARY])
-                    + fusion
-                )
+                # The backbones run side by side: the ensemble waits for the slower one (beside
+                # the busy engine, the auxiliary's counters are that engine's, not the study's).
+                engines = [step[contract.BACKBONE_PRIMARY]]
+                if not beside_engine:
+                    engines.append(step[contract.BACKBONE_AUXILIARY])
+                inside = step[contract.PREPROCESS] + max(engines) + fusion
                 outside.append(max(latency_ms - inside, 0.0))
             out["preprocess_ms"][syntax] = samples
             out["outside_ms"][syntax] = outside
@@ -199,7 +275,7 @@ def measure_engine(url: str, batch_sizes: tuple[int, ...], repeats: int) -> dict
                 before = triton_stats.snapshot(url)
                 client.infer(contract.BACKBONE_PRIMARY, [tensor])
                 after = triton_stats.snapshot(url)
-                samples.append(_model_ms(before, after, contract.BACKBONE_PRIMARY, _STEP_PHASES))
+                samples.append(model_ms(before, after, contract.BACKBONE_PRIMARY))
             out[str(size)] = samples
     return out
 
@@ -233,7 +309,7 @@ def measure_engine_contended(url: str, instances: int, repeats: int) -> list[flo
             }
             if counts["execution_count"] != counts["inference_count"]:
                 continue  # the batcher merged two: not a round of batches of one
-            total = _model_ms(before, after, contract.BACKBONE_PRIMARY, _STEP_PHASES)
+            total = model_ms(before, after, contract.BACKBONE_PRIMARY)
             out.append(total / counts["execution_count"])
     if not out:
         raise RuntimeError("Every round of concurrent engine calls was merged into one batch")
@@ -260,6 +336,7 @@ def measure(
         seed: Seed of the synthetic studies.
     """
     per_request = measure_requests(url, syntaxes, requests, seed)
+    beside = measure_requests(url, syntaxes, requests, seed, beside_engine=True)
     batching = batching_of(url)
     return ServiceTimes(
         preprocess_ms=per_request["preprocess_ms"],
@@ -268,5 +345,7 @@ def measure(
         engine_ms=measure_engine(url, batch_sizes, repeats),
         engine_contended_ms=measure_engine_contended(url, batching["instances"], repeats),
         client_cpu_ms=per_request["client_cpu_ms"],
+        preprocess_beside_ms=beside["preprocess_ms"],
+        outside_beside_ms=beside["outside_ms"],
         batching=batching,
     )

@@ -4,6 +4,7 @@ mean time in system comes out as 1 / (mu - lambda)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -67,6 +68,34 @@ def test_an_engine_on_busy_cores_runs_at_its_measured_contention():
     # saturated: 35 ms of other work plus 125 ms of engine per study on two cores
     assert busy.throughput_per_s == pytest.approx(2000 / 160, rel=0.02)
     assert free.throughput_per_s == pytest.approx(2000 / 135, rel=0.02)
+
+
+def test_a_study_beside_a_busy_core_takes_its_times_measured_beside_an_engine():
+    """Outside and preprocessing times come from the beside-an-engine samples exactly when the
+    study's step begins with every other core at work."""
+    import simpy
+
+    profile = dataclasses.replace(
+        _profile(Engine({1: (100.0,)})),
+        outside_beside_ms={"explicit": (50.0,)},
+        preprocess_beside_ms={"explicit": (30.0,)},
+    )
+    node = _node(cores=2, preprocess_instances=2, engine_instances=2)
+    for neighbour_ms, expected in ((0.0, 10 + 20 + 100 + 5), (1000.0, 50 + 30 + 100 + 5)):
+        env = simpy.Environment()
+        replica = capacity._Replica(env, node, profile, 0)
+        if neighbour_ms:
+            env.process(replica.work(neighbour_ms))  # the other core, busy all along
+        done: list[float] = []
+
+        def study(env=env, replica=replica, done=done):
+            yield env.timeout(1.0)
+            yield from replica.serve(MIX[0])
+            done.append(env.now - 1.0)
+
+        env.process(study())
+        env.run(until=2000)
+        assert done == [pytest.approx(expected)], neighbour_ms
 
 
 def test_the_batcher_forms_batches_up_to_its_bound_and_they_cost_the_engine_line():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aln.benchmarks import latency, overhead, servers, workload
+from aln.benchmarks import latency, overhead, servers, triton_stats, workload
 from aln.client import AlnClient, InvalidInputError
 from aln.preprocessing import contract
 
@@ -184,16 +184,29 @@ def test_plan_measurement_records_per_request_service_times_and_pools_its_rounds
     from aln.benchmarks import plan, service_times
 
     _, _, url = served
+    before = triton_stats.snapshot(url)
     times = service_times.measure(url, ("explicit",), requests=2, batch_sizes=(1, 2), repeats=1)
+    after = triton_stats.snapshot(url)
     assert len(times.preprocess_ms["explicit"]) == 2 and min(times.preprocess_ms["explicit"]) > 0
     assert len(times.outside_ms["explicit"]) == 2 and times.client_cpu_ms["explicit"] > 0
     assert min(times.fusion_ms) > 0 and times.engine_contended_ms
+    # the same studies again while the auxiliary backbone executes back to back beside them
+    assert len(times.outside_beside_ms["explicit"]) == 2
+    assert min(times.preprocess_beside_ms["explicit"]) > 0
+    # the auxiliary backbone really executed images (the studies' own calls there are all-zero
+    # rows it skips in about a millisecond)
+    busy_ms = service_times.model_ms(before, after, contract.BACKBONE_AUXILIARY)
+    assert busy_ms > max(times.engine_ms["1"])
     # on this CPU a batch of two costs the single-threaded instance about twice one
     assert min(times.engine_ms["2"]) > 1.3 * max(times.engine_ms["1"])
     assert times.batching["max_batch"] == 8 and times.batching["delay_ms"] == 5.0
     studies = workload.synthetic(("explicit",), per_syntax=1)
     settings = {"duration_s": 2.0, "warmup_s": 0.5, "timeout_s": 60.0}
-    levels = plan.interleaved_sweep(url, studies, [1, 2], 2, settings)
+    rounds: list[int] = []
+    levels = plan.interleaved_sweep(
+        url, studies, [1, 2], 2, settings, lambda: rounds.append(len(rounds))
+    )
+    assert rounds == [0, 1]  # once before each round
     for level in levels:
         assert len(level["rounds"]) == 2 and len(level["triton"]) == 2
         assert level["ok"] == sum(r["ok"] for r in level["rounds"]) and not level["errors"]
