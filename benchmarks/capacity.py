@@ -49,8 +49,9 @@ class Engine:
     Attributes:
         samples_ms: Execution times per batch size, alone.
         on_gpu: Whether the engine holds a GPU (else it is work on the cores).
-        contention: An execution's time while every core is busy over its time alone (measured
-            with every instance executing at once); applies to an engine on the cores.
+        contention: An execution's time while every core is busy over its time alone: the larger
+            of the two measured, every instance executing at once, and one executing beside the
+            studies' own work; applies to an engine on the cores.
     """
 
     samples_ms: dict[int, tuple[float, ...]]
@@ -135,10 +136,14 @@ class Profile:
         With their engine unless another is given (a GPU's, for planning).
         """
         alone = float(np.mean(times.engine_ms["1"]))
+        # the engine's neighbours under load: another engine, or a study's own work
+        crowded = [float(np.mean(times.engine_contended_ms))]
+        if times.engine_beside_ms:
+            crowded.append(float(np.mean(times.engine_beside_ms)))
         measured_engine = Engine(
             {int(n): tuple(v) for n, v in times.engine_ms.items()},
             on_gpu=False,
-            contention=max(float(np.mean(times.engine_contended_ms)) / alone, 1.0),
+            contention=max(max(crowded) / alone, 1.0),
         )
         return cls(
             _tuples(times.preprocess_ms),

@@ -35,7 +35,7 @@ from aln.preprocessing import contract
 ENGINE_MODELS = (contract.BACKBONE_PRIMARY, contract.BACKBONE_AUXILIARY, contract.FUSION_HEAD)
 TRANSPORTS = {"grpc": False, "shared_memory": True}
 """How the load generator sends the DICOM bytes: name -> ``shared_memory`` of the client."""
-NON_ENGINE = ("load generator (client)", "tritonserver", contract.PREPROCESS)
+NON_ENGINE = (processes.CALLER, "tritonserver", contract.PREPROCESS)
 """The processes whose CPU per study is the cost of serving around the engines."""
 
 
@@ -158,28 +158,23 @@ def served(
         )
     )
     stats_before = triton_stats.snapshot(running.url)
-    cpu_before = processes.cpu_seconds(running.pid)
-    client_before = processes.own_cpu_seconds()
+    meter = processes.CpuMeter(running.pid).start()
     tally = asyncio.run(
         latency.closed_loop(
             running.url, studies, concurrency, duration_s, shared_memory=shared_memory
         )
     )
-    client_s = processes.own_cpu_seconds() - client_before
-    cpu_after = processes.cpu_seconds(running.pid)
-    stats = triton_stats.window(stats_before, triton_stats.snapshot(running.url))
     level = {"concurrency": concurrency, **tally.summary()}
-    ok = max(level["ok"], 1)
-    core_ms = {"load generator (client)": round(client_s / ok * 1000, 1)}
-    for name, seconds in sorted(cpu_after.items()):
-        core_ms[name] = round((seconds - cpu_before.get(name, 0.0)) / ok * 1000, 1)
+    cpu = meter.split(level["ok"])
+    stats = triton_stats.window(stats_before, triton_stats.snapshot(running.url))
+    core_ms = cpu.core_ms_per_item
     return {
         "served": level,
         "triton": stats,
         "backbone_mean_batch": stats[contract.BACKBONE_PRIMARY]["mean_batch"],
         "cpu_core_ms_per_study": core_ms,
         "non_engine_core_ms_per_study": round(sum(core_ms.get(n, 0.0) for n in NON_ENGINE), 1),
-        "cpu_core_ms_per_study_total": round(sum(core_ms.values()), 1),
+        "cpu_core_ms_per_study_total": cpu.total_ms,
     }
 
 

@@ -34,6 +34,7 @@ from aln.benchmarks import (
     capacity,
     latency,
     plots,
+    processes,
     servers,
     service_times,
     sizing,
@@ -58,13 +59,16 @@ def interleaved_sweep(
     rounds: int,
     settings: latency.SweepSettings,
     before_round: Callable[[], None] | None = None,
+    pid: int | None = None,
 ) -> list[dict[str, Any]]:
     """Every level ``rounds`` times, up the levels then down again, pooled per level.
 
     This machine's speed drifts by several percent over minutes (a shared virtual machine); in
     turn up and down, every level sees early and late minutes alike. Each level's row pools the
     rounds' latencies; its throughput is all successes over all its measured seconds.
-    ``before_round`` is called before each round (the service times are measured there).
+    ``before_round`` is called before each round (the service times are measured there). With
+    the server's ``pid``, each round also records where the CPU went per study (``cpu``: each
+    process, the caller included, and the machine's busy, idle and steal shares).
     """
     order = [
         (i, level)
@@ -73,6 +77,7 @@ def interleaved_sweep(
     ]
     pooled: dict[int, list[latency.Tally]] = {c: [] for c in concurrencies}
     stats: dict[int, list[dict[str, Any]]] = {c: [] for c in concurrencies}
+    cpu: dict[int, list[dict[str, Any]]] = {c: [] for c in concurrencies}
 
     async def one(concurrency: int) -> latency.Tally:
         async with AsyncAlnClient(url, retry=latency.NO_RETRY) as client:
@@ -80,9 +85,12 @@ def interleaved_sweep(
                 client, studies, concurrency, settings["warmup_s"], settings["timeout_s"]
             )
             before = triton_stats.snapshot(url)
+            meter = None if pid is None else processes.CpuMeter(pid).start()
             tally = await latency.drive(
                 client, studies, concurrency, settings["duration_s"], settings["timeout_s"], 7
             )
+            if meter is not None:
+                cpu[concurrency].append(meter.split(len(tally.latencies_ms)).to_json())
             stats[concurrency].append(triton_stats.window(before, triton_stats.snapshot(url)))
         return tally
 
@@ -108,6 +116,7 @@ def interleaved_sweep(
                 "latency_ms": latency.percentiles(values, (*latency.PERCENTILES, 100)),
                 "rounds": [t.summary() for t in tallies],
                 "triton": stats[concurrency],
+                "cpu": cpu[concurrency],
             }
         )
     return rows
@@ -117,7 +126,7 @@ def _measure(args: argparse.Namespace) -> int:
     syntaxes = tuple(args.syntaxes.split(","))
     studies = workload.synthetic(syntaxes, per_syntax=service_times.PER_SYNTAX)
     settings = latency.sweep_settings(args)
-    with servers.target(args) as url:
+    with servers.target_process(args) as (url, pid):
         with AlnClient(url) as client:
             client.wait_until_ready(timeout_s=30)
         # Service times before every round of the sweep and after the last, pooled, for the same
@@ -126,11 +135,15 @@ def _measure(args: argparse.Namespace) -> int:
 
         def times() -> None:
             parts.append(
-                service_times.measure(url, syntaxes, requests=args.requests, repeats=args.repeats)
+                service_times.measure(
+                    url, syntaxes, requests=args.requests, repeats=args.repeats, pid=pid
+                )
             )
             print(f"service times measured ({len(parts)} of {args.rounds + 1})", flush=True)
 
-        levels = interleaved_sweep(url, studies, args.concurrency, args.rounds, settings, times)
+        levels = interleaved_sweep(
+            url, studies, args.concurrency, args.rounds, settings, times, pid
+        )
         times()
         repository = triton_stats.repository_configs(url, list(triton_stats.snapshot(url)))
     report = {

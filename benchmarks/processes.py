@@ -8,9 +8,13 @@ where a served study's CPU goes: the Triton core, each preprocess instance, each
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+CALLER = "load generator (client)"
+"""The key of the load generator's own CPU time in :class:`CpuMeter`'s split."""
 
 
 def process_tree(pid: int) -> list[int]:
@@ -81,3 +85,81 @@ def own_cpu_seconds() -> float:
     """User + system CPU seconds of this process (the load generator)."""
     times = os.times()
     return times.user + times.system
+
+
+def machine_cpu_seconds() -> dict[str, float]:
+    """Seconds of every core together since boot (``/proc/stat``): ``busy``, ``idle``, ``steal``.
+
+    ``steal`` is time the hypervisor gave this machine's virtual cores to others; ``idle``
+    includes waiting on I/O.
+    """
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    return {
+        "busy": (user + nice + system + irq + softirq) / _TICKS,
+        "idle": (idle + iowait) / _TICKS,
+        "steal": steal / _TICKS,
+    }
+
+
+@dataclass(frozen=True)
+class CpuSplit:
+    """Where the CPU went over a window (:class:`CpuMeter`).
+
+    Attributes:
+        core_ms_per_item: Core-ms per item (a completed study) per component, the caller
+            (:data:`CALLER`) included.
+        machine: The machine's ``busy``, ``idle`` and ``steal`` time as shares of all cores' time.
+    """
+
+    core_ms_per_item: dict[str, float]
+    machine: dict[str, float]
+
+    @property
+    def total_ms(self) -> float:
+        """Core-ms per item, every process together."""
+        return round(sum(self.core_ms_per_item.values()), 1)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready, the total included."""
+        return {
+            "core_ms_per_item": self.core_ms_per_item,
+            "core_ms_per_item_total": self.total_ms,
+            "machine": self.machine,
+        }
+
+
+class CpuMeter:
+    """Where the CPU went between :meth:`start` and :meth:`split`: per process, and the machine's.
+
+    Reads the CPU time of a server's tree per :func:`component` and of this process (the load
+    generator, :data:`CALLER`), and the machine's busy, idle and steal time, at both ends.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._processes: dict[str, float] = {}
+        self._machine: dict[str, float] = {}
+
+    def _read(self) -> tuple[dict[str, float], dict[str, float]]:
+        return {CALLER: own_cpu_seconds(), **cpu_seconds(self.pid)}, machine_cpu_seconds()
+
+    def start(self) -> CpuMeter:
+        """Take the starting readings (again, if called again); returns the meter."""
+        self._processes, self._machine = self._read()
+        return self
+
+    def split(self, items: int) -> CpuSplit:
+        """The split since :meth:`start`, divided by ``items`` (at least 1 used)."""
+        if not self._machine:
+            raise RuntimeError("CpuMeter.split() called before start()")
+        processes, machine = self._read()
+        count = max(items, 1)
+        per_item = {
+            name: round((seconds - self._processes.get(name, 0.0)) / count * 1000, 1)
+            for name, seconds in sorted(processes.items())
+        }
+        spent = {key: machine[key] - self._machine[key] for key in machine}
+        total = sum(spent.values()) or 1.0
+        return CpuSplit(per_item, {key: round(value / total, 4) for key, value in spent.items()})

@@ -195,8 +195,17 @@ def demo_repository(args: argparse.Namespace, work: Path) -> Path:
 @contextlib.contextmanager
 def target(args: argparse.Namespace, spec_overrides: dict[str, Any] | None = None) -> Iterator[str]:
     """The url of ``--url``, or of an ensemble started here from ``--checkpoint``."""
+    with target_process(args, spec_overrides) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def target_process(
+    args: argparse.Namespace, spec_overrides: dict[str, Any] | None = None
+) -> Iterator[tuple[str, int | None]]:
+    """As :func:`target`, with the server's main process (None for ``--url``: not started here)."""
     if getattr(args, "url", None):
-        yield args.url
+        yield args.url, None
         return
     with workdir(args) as work, ensemble(checkpoint_of(args, work), work, spec_overrides) as run:
-        yield run.url
+        yield run.url, run.pid

@@ -10,10 +10,15 @@ server with nothing else in flight:
   its time per batch of one while every instance executes at once (what sharing the machine's
   caches and memory bandwidth costs it);
 - the load generator's own CPU time per request (the part of "outside" that is the caller's);
+- where the server is started here (its process known), the CPU time per request of each of its
+  processes (the Triton core, each model's stubs) and of the caller, from ``/proc``, over the same
+  requests sent again without the statistics calls in between: what one study costs the cores,
+  beside what the steps' times say;
 - the per-request times in ``preprocess`` and outside the models again, while the auxiliary
   backbone executes batches of one back to back beside them (the sweep's studies carry no
   auxiliary image, so that model is otherwise idle): what a study's own work costs while the
-  other cores run an engine, the usual neighbour under load.
+  other cores run an engine, the usual neighbour under load; and, the other way round, that
+  engine's time per batch beside the studies' work.
 
 Each figure is the difference of Triton's cumulative counters around one request, so it is that
 request's own time, not a mean: the model draws from these samples.
@@ -33,7 +38,7 @@ from typing import Any
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from aln.benchmarks import triton_stats, workload
+from aln.benchmarks import processes, triton_stats, workload
 from aln.client import AsyncAlnClient
 from aln.preprocessing import contract
 
@@ -63,7 +68,12 @@ class ServiceTimes:
         preprocess_beside_ms: As ``preprocess_ms``, measured beside a busy engine (None in files
             measured before this was).
         outside_beside_ms: As ``outside_ms``, measured beside a busy engine (likewise).
+        engine_beside_ms: Mean time of the busy engine's batches of one while the studies'
+            ``*_beside_ms`` were measured: the engine beside a study's own work (likewise).
         batching: The served dynamic batching of the engine: instances, largest batch, delay.
+        cpu_ms: Per transfer syntax, core-ms per request of each process (a
+            :class:`~aln.benchmarks.processes.CpuSplit`'s ``core_ms_per_item``), one at a time
+            (None where the server's process was not known, and in older files).
     """
 
     preprocess_ms: dict[str, list[float]]
@@ -75,11 +85,13 @@ class ServiceTimes:
     preprocess_beside_ms: dict[str, list[float]] | None
     outside_beside_ms: dict[str, list[float]] | None
     batching: dict[str, Any]
+    cpu_ms: dict[str, dict[str, float]] | None = None
+    engine_beside_ms: list[float] | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ServiceTimes:
         """The inverse of :meth:`to_json` (a result file's ``service_times``)."""
-        optional = ("preprocess_beside_ms", "outside_beside_ms")
+        optional = ("preprocess_beside_ms", "outside_beside_ms", "cpu_ms", "engine_beside_ms")
         fields: dict[str, Any] = {
             name: data.get(name) if name in optional else data[name]
             for name in cls.__dataclass_fields__
@@ -98,8 +110,9 @@ class ServiceTimes:
         ):
             if out[key] is not None:
                 out[key] = {k: [round(v, 2) for v in vs] for k, vs in out[key].items()}
-        for key in ("fusion_ms", "engine_contended_ms"):
-            out[key] = [round(v, 2) for v in out[key]]
+        for key in ("fusion_ms", "engine_contended_ms", "engine_beside_ms"):
+            if out[key] is not None:
+                out[key] = [round(v, 2) for v in out[key]]
         out["client_cpu_ms"] = {k: round(v, 2) for k, v in out["client_cpu_ms"].items()}
         return out
 
@@ -141,7 +154,29 @@ def pool(*parts: ServiceTimes) -> ServiceTimes:
         preprocess_beside_ms=joined_if_all("preprocess_beside_ms"),
         outside_beside_ms=joined_if_all("outside_beside_ms"),
         batching=first.batching,
+        cpu_ms=_pooled_cpu([part.cpu_ms for part in parts]),
+        engine_beside_ms=(
+            [v for part in parts for v in part.engine_beside_ms or []]
+            if all(part.engine_beside_ms is not None for part in parts)
+            else None
+        ),
     )
+
+
+def _pooled_cpu(
+    splits: list[dict[str, dict[str, float]] | None],
+) -> dict[str, dict[str, float]] | None:
+    """Per syntax and process, the mean core-ms per request (None if a measurement has none)."""
+    known = [split for split in splits if split is not None]
+    if len(known) < len(splits) or not known:
+        return None
+    return {
+        syntax: {
+            name: round(float(np.mean([split[syntax].get(name, 0.0) for split in known])), 1)
+            for name in sorted({n for split in known for n in split[syntax]})
+        }
+        for syntax in known[0]
+    }
 
 
 def batching_of(url: str) -> dict[str, Any]:
@@ -165,15 +200,18 @@ def measure_requests(
     seed: int = 0,
     *,
     beside_engine: bool = False,
+    pid: int | None = None,
 ) -> dict[str, Any]:
     """Send ``requests`` studies of each syntax one at a time; per-request times by stage.
 
     Through the asyncio client, as the latency sweep sends them, so the caller's share is the same.
     With ``beside_engine``, the auxiliary backbone executes batches of one back to back
-    meanwhile (:func:`busy_engine`); the studies must then carry no auxiliary image.
+    meanwhile (:func:`busy_engine`); the studies must then carry no auxiliary image. With the
+    server's ``pid``, the same studies are sent again, one at a time with nothing else on the
+    server, for each process's CPU time per request (``cpu_ms``).
     """
     with busy_engine(url) if beside_engine else contextlib.nullcontext():
-        return asyncio.run(_measure_requests(url, syntaxes, requests, seed, beside_engine))
+        return asyncio.run(_measure_requests(url, syntaxes, requests, seed, beside_engine, pid))
 
 
 @contextlib.contextmanager
@@ -212,20 +250,28 @@ def busy_engine(url: str) -> Iterator[None]:
 
 
 async def _measure_requests(
-    url: str, syntaxes: tuple[str, ...], requests: int, seed: int, beside_engine: bool
+    url: str,
+    syntaxes: tuple[str, ...],
+    requests: int,
+    seed: int,
+    beside_engine: bool,
+    pid: int | None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "preprocess_ms": {},
         "fusion_ms": [],
         "outside_ms": {},
         "client_cpu_ms": {},
+        "cpu_ms": None if pid is None else {},
     }
     steps = (contract.PREPROCESS, contract.BACKBONE_PRIMARY, contract.BACKBONE_AUXILIARY)
+    first, sent = triton_stats.snapshot(url), 0
     async with AsyncAlnClient(url) as client:
         for syntax in syntaxes:
             studies = workload.synthetic((syntax,), per_syntax=PER_SYNTAX, seed=seed)
             for warm in studies.studies[:2]:
                 await client.predict(warm.primary, warm.clinical)
+            sent += 2 + requests
             samples, outside, cpu_s = [], [], 0.0
             for i in range(requests):
                 study = studies.study(i)
@@ -249,7 +295,32 @@ async def _measure_requests(
             out["preprocess_ms"][syntax] = samples
             out["outside_ms"][syntax] = outside
             out["client_cpu_ms"][syntax] = cpu_s / requests * 1000
+            if pid is not None:
+                meter = processes.CpuMeter(pid).start()
+                for i in range(requests):
+                    study = studies.study(i)
+                    await client.predict(study.primary, study.clinical, auxiliary=study.auxiliary)
+                out["cpu_ms"][syntax] = meter.split(requests).core_ms_per_item
+    if beside_engine:
+        out["engine_beside_ms"] = [busy_engine_ms(first, triton_stats.snapshot(url), sent)]
     return out
+
+
+def busy_engine_ms(before: dict[str, Any], after: dict[str, Any], studies: int) -> float:
+    """Mean execution time of :func:`busy_engine`'s batches between two snapshots.
+
+    The auxiliary backbone's executions there are the busy engine's and one per study sent
+    meanwhile (its all-zero rows, skipped in about a millisecond: their time is left in, well
+    under 1% of the total).
+    """
+    model = contract.BACKBONE_AUXILIARY
+    executions = int(after[model]["execution_count"]) - int(before[model]["execution_count"])
+    if executions <= studies:
+        raise RuntimeError(
+            f"The busy engine executed no batch of its own ({executions} executions of "
+            f"{model} for {studies} studies)"
+        )
+    return model_ms(before, after, model) / (executions - studies)
 
 
 def _engine_input(images: np.ndarray[Any, Any]) -> grpcclient.InferInput:
@@ -324,6 +395,7 @@ def measure(
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8),
     repeats: int = 5,
     seed: int = 0,
+    pid: int | None = None,
 ) -> ServiceTimes:
     """Everything :class:`ServiceTimes` holds, measured on the server at ``url``.
 
@@ -334,8 +406,9 @@ def measure(
         batch_sizes: Engine batch sizes to time.
         repeats: Executions per batch size.
         seed: Seed of the synthetic studies.
+        pid: The server's main process, where known: each process's CPU time per request.
     """
-    per_request = measure_requests(url, syntaxes, requests, seed)
+    per_request = measure_requests(url, syntaxes, requests, seed, pid=pid)
     beside = measure_requests(url, syntaxes, requests, seed, beside_engine=True)
     batching = batching_of(url)
     return ServiceTimes(
@@ -348,4 +421,6 @@ def measure(
         preprocess_beside_ms=beside["preprocess_ms"],
         outside_beside_ms=beside["outside_ms"],
         batching=batching,
+        cpu_ms=per_request["cpu_ms"],
+        engine_beside_ms=beside["engine_beside_ms"],
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aln.benchmarks import latency, overhead, servers, triton_stats, workload
+from aln.benchmarks import latency, overhead, processes, servers, triton_stats, workload
 from aln.client import AlnClient, InvalidInputError
 from aln.preprocessing import contract
 
@@ -183,9 +183,11 @@ def test_a_short_soak_answers_everything_and_our_processes_stay_flat(served):
 def test_plan_measurement_records_per_request_service_times_and_pools_its_rounds(served):
     from aln.benchmarks import plan, service_times
 
-    _, _, url = served
+    server, _, url = served
     before = triton_stats.snapshot(url)
-    times = service_times.measure(url, ("explicit",), requests=2, batch_sizes=(1, 2), repeats=1)
+    times = service_times.measure(
+        url, ("explicit",), requests=2, batch_sizes=(1, 2), repeats=1, pid=server.pid
+    )
     after = triton_stats.snapshot(url)
     assert len(times.preprocess_ms["explicit"]) == 2 and min(times.preprocess_ms["explicit"]) > 0
     assert len(times.outside_ms["explicit"]) == 2 and times.client_cpu_ms["explicit"] > 0
@@ -197,16 +199,28 @@ def test_plan_measurement_records_per_request_service_times_and_pools_its_rounds
     # rows it skips in about a millisecond)
     busy_ms = service_times.model_ms(before, after, contract.BACKBONE_AUXILIARY)
     assert busy_ms > max(times.engine_ms["1"])
+    # and its own batches of one took an engine's time there, not the skipped rows' millisecond
+    assert times.engine_beside_ms[0] > 0.8 * min(times.engine_ms["1"])
     # on this CPU a batch of two costs the single-threaded instance about twice one
     assert min(times.engine_ms["2"]) > 1.3 * max(times.engine_ms["1"])
     assert times.batching["max_batch"] == 8 and times.batching["delay_ms"] == 5.0
+    # each process's CPU per study, one at a time: the stubs that did the work, Triton's core
+    # moving the tensors between the steps, and the caller
+    cpu = times.cpu_ms["explicit"]
+    assert cpu[contract.PREPROCESS] > 0.5 * min(times.preprocess_ms["explicit"])
+    assert cpu[contract.BACKBONE_PRIMARY] > 0.5 * min(times.engine_ms["1"])
+    assert cpu["tritonserver"] > 0 and cpu[processes.CALLER] > 0
     studies = workload.synthetic(("explicit",), per_syntax=1)
     settings = {"duration_s": 2.0, "warmup_s": 0.5, "timeout_s": 60.0}
     rounds: list[int] = []
     levels = plan.interleaved_sweep(
-        url, studies, [1, 2], 2, settings, lambda: rounds.append(len(rounds))
+        url, studies, [1, 2], 2, settings, lambda: rounds.append(len(rounds)), server.pid
     )
     assert rounds == [0, 1]  # once before each round
     for level in levels:
         assert len(level["rounds"]) == 2 and len(level["triton"]) == 2
+        assert len(level["cpu"]) == 2
+        for split in level["cpu"]:  # per round: the engine's CPU per study, the machine's shares
+            assert split["core_ms_per_item"][contract.BACKBONE_PRIMARY] > 0
+            assert sum(split["machine"].values()) == pytest.approx(1.0, abs=0.01)
         assert level["ok"] == sum(r["ok"] for r in level["rounds"]) and not level["errors"]
