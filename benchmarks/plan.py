@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -288,9 +287,10 @@ def network(
             }
         )
         for scenario in plan.scenarios:
-            replicas = max(1, math.ceil(scenario.peak_per_s / rate))
+            replicas, run = sizing.replicas_for(
+                kind.node, profile, plan, scenario.peak_per_s, rate, window_s, seed
+            )
             load = scenario.peak_per_s / replicas
-            run = sizing.run(kind.node, profile, plan, load, window_s, seed)
             rows.append(
                 {
                     "scenario": scenario.name,
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     measure.add_argument("--requests", type=int, default=30, help="per syntax, one at a time")
     measure.add_argument("--repeats", type=int, default=5, help="per engine batch size")
     measure.add_argument(
-        "--rounds", type=int, default=2, help="sweeps, up the levels then down, pooled"
+        "--rounds", type=int, default=3, help="sweeps, up the levels then down, pooled"
     )
     measure.add_argument("--out", type=Path)
     measure.set_defaults(run=_measure)

@@ -268,3 +268,29 @@ def best_rate(
             f"No load meets p99 {plan.p99_budget_ms} ms on this node: a single study takes longer"
         )
     return low, best, trace
+
+
+def replicas_for(
+    node: Node,
+    profile: Profile,
+    plan: Plan,
+    peak_per_s: float,
+    best_per_s: float,
+    window_s: float,
+    seed: int = 0,
+) -> tuple[int, Outcome]:
+    """Replicas for ``peak_per_s``, checked by a run at their share of it, and that run.
+
+    Starts from the peak over the :func:`best_rate`; near saturation a run's p99 moves with its
+    arrivals as much as with its rate, so where the check is over budget one more replica is
+    added until it is within (at most twice the first count, else :class:`PlanError`).
+    """
+    first = max(1, math.ceil(peak_per_s / best_per_s))
+    for replicas in range(first, 2 * first + 1):
+        outcome = run(node, profile, plan, peak_per_s / replicas, window_s, seed)
+        if within_budget(outcome, plan.p99_budget_ms):
+            return replicas, outcome
+    raise PlanError(
+        f"{peak_per_s * 3600:.0f} studies/h stay over the p99 budget of {plan.p99_budget_ms} ms "
+        f"even on {2 * first} replicas, twice what the best rate of one suggests"
+    )

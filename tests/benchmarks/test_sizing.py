@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from aln.benchmarks import capacity, sizing
 from aln.benchmarks import plan as plan_command
-from aln.benchmarks import sizing
 from aln.benchmarks.capacity import Engine, Profile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,3 +123,29 @@ def test_the_committed_validation_is_what_the_model_computes_from_the_committed_
     again = plan_command.validate(measured, validation["settings"]["window_s"])
     assert again["levels"] == validation["levels"]
     assert again["worst_error"] == validation["worst_error"]
+
+
+def _over_budget_above(limit_per_s, monkeypatch):
+    """Runs whose p99 is over the budget exactly when the load per replica is above a limit."""
+
+    def fake_run(node, profile, plan, rate_per_s, window_s, seed=0):
+        outcome = capacity.Outcome(
+            window_s, latencies_ms=[10_000.0 if rate_per_s > limit_per_s else 10.0]
+        )
+        outcome.arrived = 1
+        return outcome
+
+    monkeypatch.setattr(sizing, "run", fake_run)
+
+
+def test_replicas_are_added_until_the_check_at_their_share_of_the_peak_is_within_budget(
+    monkeypatch,
+):
+    plan = sizing.parse_plan(EXAMPLE, MEASURED)
+    # the search's best rate (1.2/s) was a lucky run: at 1.11/s per replica the check is over
+    _over_budget_above(1.0, monkeypatch)
+    replicas, outcome = sizing.replicas_for(None, None, plan, 10.0, 1.2, 60.0)
+    assert replicas == 10 and outcome.percentile(99) == 10.0
+    _over_budget_above(0.1, monkeypatch)  # never within on up to twice the first count
+    with pytest.raises(sizing.PlanError, match="over the p99 budget"):
+        sizing.replicas_for(None, None, plan, 10.0, 1.2, 60.0)
