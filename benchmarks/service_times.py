@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -138,45 +138,41 @@ def pool(*parts: ServiceTimes) -> ServiceTimes:
         keys = getattr(first, name)
         return {k: [v for part in parts for v in getattr(part, name)[k]] for k in keys}
 
-    def joined_if_all(name: str) -> dict[str, list[float]] | None:
-        return joined(name) if all(getattr(part, name) is not None for part in parts) else None
+    def chained(name: str) -> list[float]:
+        return [v for part in parts for v in getattr(part, name)]
+
+    def averaged(name: str) -> dict[str, dict[str, float]]:
+        """Per syntax and process, the mean (a process absent from one measurement spent 0)."""
+        splits = [getattr(part, name) for part in parts]
+        return {
+            key: {
+                process: round(
+                    float(np.mean([split[key].get(process, 0.0) for split in splits])), 1
+                )
+                for process in sorted({p for split in splits for p in split[key]})
+            }
+            for key in splits[0]
+        }
+
+    def if_all(name: str, pooled: Callable[[str], Any]) -> Any:
+        return pooled(name) if all(getattr(part, name) is not None for part in parts) else None
 
     return ServiceTimes(
         preprocess_ms=joined("preprocess_ms"),
-        fusion_ms=[v for part in parts for v in part.fusion_ms],
+        fusion_ms=chained("fusion_ms"),
         outside_ms=joined("outside_ms"),
         engine_ms=joined("engine_ms"),
-        engine_contended_ms=[v for part in parts for v in part.engine_contended_ms],
+        engine_contended_ms=chained("engine_contended_ms"),
         client_cpu_ms={
             k: float(np.mean([part.client_cpu_ms[k] for part in parts]))
             for k in first.client_cpu_ms
         },
-        preprocess_beside_ms=joined_if_all("preprocess_beside_ms"),
-        outside_beside_ms=joined_if_all("outside_beside_ms"),
+        preprocess_beside_ms=if_all("preprocess_beside_ms", joined),
+        outside_beside_ms=if_all("outside_beside_ms", joined),
         batching=first.batching,
-        cpu_ms=_pooled_cpu([part.cpu_ms for part in parts]),
-        engine_beside_ms=(
-            [v for part in parts for v in part.engine_beside_ms or []]
-            if all(part.engine_beside_ms is not None for part in parts)
-            else None
-        ),
+        cpu_ms=if_all("cpu_ms", averaged),
+        engine_beside_ms=if_all("engine_beside_ms", chained),
     )
-
-
-def _pooled_cpu(
-    splits: list[dict[str, dict[str, float]] | None],
-) -> dict[str, dict[str, float]] | None:
-    """Per syntax and process, the mean core-ms per request (None if a measurement has none)."""
-    known = [split for split in splits if split is not None]
-    if len(known) < len(splits) or not known:
-        return None
-    return {
-        syntax: {
-            name: round(float(np.mean([split[syntax].get(name, 0.0) for split in known])), 1)
-            for name in sorted({n for split in known for n in split[syntax]})
-        }
-        for syntax in known[0]
-    }
 
 
 def batching_of(url: str) -> dict[str, Any]:
@@ -265,13 +261,14 @@ async def _measure_requests(
         "cpu_ms": None if pid is None else {},
     }
     steps = (contract.PREPROCESS, contract.BACKBONE_PRIMARY, contract.BACKBONE_AUXILIARY)
-    first, sent = triton_stats.snapshot(url), 0
+    first, sent = triton_stats.snapshot(url) if beside_engine else {}, 0
     async with AsyncAlnClient(url) as client:
         for syntax in syntaxes:
             studies = workload.synthetic((syntax,), per_syntax=PER_SYNTAX, seed=seed)
-            for warm in studies.studies[:2]:
+            warm_up = studies.studies[:2]
+            for warm in warm_up:
                 await client.predict(warm.primary, warm.clinical)
-            sent += 2 + requests
+            sent += len(warm_up) + requests
             samples, outside, cpu_s = [], [], 0.0
             for i in range(requests):
                 study = studies.study(i)
