@@ -8,11 +8,17 @@ where a served study's CPU goes: the Triton core, each preprocess instance, each
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+TICK_S = 1 / _TICKS
+"""Resolution of the server's per-process CPU times: ``/proc`` counts them in clock ticks, so a
+process's CPU between two readings may be short or long by up to one tick (10 ms at the usual
+100 Hz). Over ``n`` items that is ``TICK_S / n`` per item per process; the load generator's own
+time (:func:`own_cpu_seconds`) is exact."""
 CALLER = "load generator (client)"
 """The key of the load generator's own CPU time in :class:`CpuMeter`'s split."""
 
@@ -82,9 +88,8 @@ def cpu_seconds(pid: int) -> dict[str, float]:
 
 
 def own_cpu_seconds() -> float:
-    """User + system CPU seconds of this process (the load generator)."""
-    times = os.times()
-    return times.user + times.system
+    """User + system CPU seconds of this process (the load generator), to the nanosecond."""
+    return time.process_time()
 
 
 def machine_cpu_seconds() -> dict[str, float]:
