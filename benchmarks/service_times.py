@@ -261,6 +261,7 @@ async def _measure_requests(
         "cpu_ms": None if pid is None else {},
     }
     steps = (contract.PREPROCESS, contract.BACKBONE_PRIMARY, contract.BACKBONE_AUXILIARY)
+    answering = (*steps, contract.FUSION_HEAD)  # every study passes through each once
     first, sent = triton_stats.snapshot(url) if beside_engine else {}, 0
     async with AsyncAlnClient(url) as client:
         for syntax in syntaxes:
@@ -277,7 +278,7 @@ async def _measure_requests(
                 await client.predict(study.primary, study.clinical, auxiliary=study.auxiliary)
                 latency_ms = (time.perf_counter() - start) * 1000
                 cpu_s += time.process_time() - cpu0
-                after = triton_stats.snapshot(url)
+                after = triton_stats.settled(url, before, dict.fromkeys(answering, 1))
                 step = {m: model_ms(before, after, m, ("queue", *STEP_PHASES)) for m in steps}
                 fusion = model_ms(before, after, contract.FUSION_HEAD, ("queue", *STEP_PHASES))
                 samples.append(model_ms(before, after, contract.PREPROCESS))
@@ -342,7 +343,7 @@ def measure_engine(url: str, batch_sizes: tuple[int, ...], repeats: int) -> dict
             for _ in range(repeats):
                 before = triton_stats.snapshot(url)
                 client.infer(contract.BACKBONE_PRIMARY, [tensor])
-                after = triton_stats.snapshot(url)
+                after = triton_stats.settled(url, before, {contract.BACKBONE_PRIMARY: 1})
                 samples.append(model_ms(before, after, contract.BACKBONE_PRIMARY))
             out[str(size)] = samples
     return out
@@ -369,7 +370,7 @@ def measure_engine_contended(url: str, instances: int, repeats: int) -> list[flo
         for _ in range(repeats):
             before = triton_stats.snapshot(url)
             list(pool.map(one, range(instances)))
-            after = triton_stats.snapshot(url)
+            after = triton_stats.settled(url, before, {contract.BACKBONE_PRIMARY: instances})
             counts = {
                 key: int(after[contract.BACKBONE_PRIMARY][key])
                 - int(before[contract.BACKBONE_PRIMARY][key])

@@ -8,11 +8,14 @@ and the batch sizes the dynamic batcher actually formed.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import tritonclient.grpc as grpcclient
 
 _PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
+SETTLE_TIMEOUT_S = 5.0
+"""How long :func:`settled` waits for the server to count requests it has already answered."""
 
 
 def snapshot(url: str) -> dict[str, Any]:
@@ -20,6 +23,47 @@ def snapshot(url: str) -> dict[str, Any]:
     with grpcclient.InferenceServerClient(url) as client:
         stats = client.get_inference_statistics(as_json=True)
     return {entry["name"]: entry for entry in stats.get("model_stats", [])}
+
+
+def successes(stats: dict[str, Any], model: str) -> int:
+    """Successful requests ``model`` has counted in a :func:`snapshot`."""
+    entry = stats.get(model, {}).get("inference_stats", {}).get("success", {})
+    return int(entry.get("count", 0))
+
+
+def settled(
+    url: str,
+    before: dict[str, Any],
+    answered: dict[str, int],
+    timeout_s: float = SETTLE_TIMEOUT_S,
+) -> dict[str, Any]:
+    """A :func:`snapshot` that counts every request already answered.
+
+    Triton's backends record a request's statistics just after sending its response, so a
+    snapshot taken the moment an answer arrives may miss the last step's time (and the next
+    window would then miss or double it). This snapshots until each model in ``answered`` counts
+    at least that many more successful requests than in ``before``.
+
+    Raises:
+        RuntimeError: A model has not counted them within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        now = snapshot(url)
+        short = {
+            model: successes(now, model) - successes(before, model)
+            for model, count in answered.items()
+            if successes(now, model) - successes(before, model) < count
+        }
+        if not short:
+            return now
+        if time.monotonic() > deadline:
+            counted = ", ".join(f"{m}: {n} of {answered[m]}" for m, n in short.items())
+            raise RuntimeError(
+                f"Triton's statistics did not count the requests it answered within "
+                f"{timeout_s} s ({counted})"
+            )
+        time.sleep(0.001)
 
 
 def _count_ns(entry: dict[str, Any]) -> tuple[int, int]:

@@ -57,6 +57,22 @@ def test_triton_window_is_the_difference_of_two_snapshots():
     assert row["batch_sizes"] == {2: 1, 4: 3}
 
 
+def test_settled_snapshots_until_the_server_counts_every_answered_request(monkeypatch):
+    before = {"backbone_primary": _stats(10, 0, 0, 10, 10, {1: 10})}
+    # the answer arrived before the backend recorded its statistics: the first snapshot lags
+    late = iter([before, {"backbone_primary": _stats(11, 0, 7e6, 11, 11, {1: 11})}])
+    monkeypatch.setattr(triton_stats, "snapshot", lambda url: next(late))
+    after = triton_stats.settled("x", before, {"backbone_primary": 1})
+    assert triton_stats.successes(after, "backbone_primary") == 11
+
+
+def test_settled_names_the_model_whose_requests_are_never_counted(monkeypatch):
+    before = {"backbone_primary": _stats(10, 0, 0, 10, 10, {1: 10})}
+    monkeypatch.setattr(triton_stats, "snapshot", lambda url: before)
+    with pytest.raises(RuntimeError, match=r"within 0.01 s \(backbone_primary: 0 of 2\)"):
+        triton_stats.settled("x", before, {"backbone_primary": 2}, timeout_s=0.01)
+
+
 def test_tally_counts_errors_by_status_and_throughput_over_the_window():
     tally = Tally()
     for i in range(10):

@@ -50,7 +50,8 @@ def test_a_bad_study_in_a_preprocess_batch_fails_alone(batching_url, study, name
                 outcomes.append(call.result())
             except InvalidInputError as exc:
                 outcomes.append(exc)
-    window = triton_stats.window(before, triton_stats.snapshot(batching_url))
+    after = triton_stats.settled(batching_url, before, {contract.PREPROCESS: len(calls) - 1})
+    window = triton_stats.window(before, after)
     sizes = window[contract.PREPROCESS]["batch_sizes"]
     assert max(sizes) > 1, sizes  # the studies really shared a preprocess batch
     error = outcomes[1]
