@@ -25,7 +25,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -201,9 +201,17 @@ def sweep_mix(measured: dict[str, Any]) -> list[Study]:
     ]
 
 
-def validate(measured: dict[str, Any], window_s: float, seed: int = 0) -> dict[str, Any]:
-    """Simulate every level of the measured sweep; simulated beside measured, relative errors."""
-    profile = Profile.measured(ServiceTimes.from_json(measured["service_times"]))
+def validate(
+    measured: dict[str, Any],
+    window_s: float,
+    seed: int = 0,
+    times: ServiceTimes | None = None,
+) -> dict[str, Any]:
+    """Simulate every level of the measured sweep; simulated beside measured, relative errors.
+
+    ``times`` stands in for the measured service times (an ablation of one of them).
+    """
+    profile = Profile.measured(times or ServiceTimes.from_json(measured["service_times"]))
     node = measured_node(measured)
     mix = sweep_mix(measured)
     rows = []
@@ -235,10 +243,28 @@ def validate(measured: dict[str, Any], window_s: float, seed: int = 0) -> dict[s
     }
 
 
+def without_engine_beside(measured: dict[str, Any], window_s: float) -> dict[str, Any] | None:
+    """The validation again without the engine's time beside the studies' work.
+
+    What that measurement adds to the model: the errors per concurrency with the engine's
+    slowdown under load taken from every instance executing at once alone. None where the
+    measurement has no ``engine_beside_ms``.
+    """
+    times = ServiceTimes.from_json(measured["service_times"])
+    if not times.engine_beside_ms:
+        return None
+    result = validate(measured, window_s, times=replace(times, engine_beside_ms=None))
+    return {
+        "errors": {str(row["concurrency"]): row["error"] for row in result["levels"]},
+        "worst_error": result["worst_error"],
+    }
+
+
 def _validate(args: argparse.Namespace) -> int:
     source = measured_path(args.measured)
     measured = _measured(source)
     result = validate(measured, args.window_s)
+    ablation = without_engine_beside(measured, args.window_s)
     report = {
         "benchmark": "plan_validation",
         "machine": measured["machine"],
@@ -246,6 +272,7 @@ def _validate(args: argparse.Namespace) -> int:
         "workload": measured["workload"],
         "settings": {"window_s": args.window_s},
         **result,
+        "without_engine_beside": ablation,
     }
     for row in result["levels"]:
         m, s, e = row["measured"], row["simulated"], row["error"]
@@ -253,6 +280,15 @@ def _validate(args: argparse.Namespace) -> int:
             f"c={row['concurrency']:<3} throughput {m['throughput_per_s']:6.2f} measured "
             f"{s['throughput_per_s']:6.2f} simulated ({e['throughput_per_s']:+.1%})   "
             f"p99 {m['p99_ms']:7.1f} measured {s['p99_ms']:7.1f} simulated ({e['p99_ms']:+.1%})"
+        )
+    if ablation is not None:
+        print(
+            f"without the engine's time beside the studies' work: worst error "
+            f"{ablation['worst_error']:.1%}; per concurrency (throughput, p99) "
+            + ", ".join(
+                f"{c}: {e['throughput_per_s']:+.1%} {e['p99_ms']:+.1%}"
+                for c, e in ablation["errors"].items()
+            )
         )
     out = write_result(report, "plan_validation", args.out)
     plots.plot_plan_validation(report, out.with_suffix(".png"))

@@ -50,18 +50,15 @@ def settled(
     deadline = time.monotonic() + timeout_s
     while True:
         now = snapshot(url)
-        short = {
-            model: successes(now, model) - successes(before, model)
-            for model, count in answered.items()
-            if successes(now, model) - successes(before, model) < count
-        }
+        counted = {model: successes(now, model) - successes(before, model) for model in answered}
+        short = {model: n for model, n in counted.items() if n < answered[model]}
         if not short:
             return now
         if time.monotonic() > deadline:
-            counted = ", ".join(f"{m}: {n} of {answered[m]}" for m, n in short.items())
+            missing = ", ".join(f"{m}: {n} of {answered[m]}" for m, n in short.items())
             raise RuntimeError(
                 f"Triton's statistics did not count the requests it answered within "
-                f"{timeout_s} s ({counted})"
+                f"{timeout_s} s ({missing})"
             )
         time.sleep(0.001)
 
@@ -90,11 +87,7 @@ def window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str,
     for name, now in after.items():
         then = before.get(name, {})
         stats_now, stats_then = now.get("inference_stats", {}), then.get("inference_stats", {})
-        ok_now, ok_then = (
-            _count_ns(stats_now.get("success", {})),
-            _count_ns(stats_then.get("success", {})),
-        )
-        requests = ok_now[0] - ok_then[0]
+        requests = successes(after, name) - successes(before, name)
         failed = _count_ns(stats_now.get("fail", {}))[0] - _count_ns(stats_then.get("fail", {}))[0]
         executions = int(now.get("execution_count", 0)) - int(then.get("execution_count", 0))
         inferences = int(now.get("inference_count", 0)) - int(then.get("inference_count", 0))

@@ -123,6 +123,10 @@ def test_the_committed_validation_is_what_the_model_computes_from_the_committed_
     again = plan_command.validate(measured, validation["settings"]["window_s"])
     assert again["levels"] == validation["levels"]
     assert again["worst_error"] == validation["worst_error"]
+    # and the ablation beside it: the same sweep without the engine's time beside the work
+    ablation = plan_command.without_engine_beside(measured, validation["settings"]["window_s"])
+    assert ablation == validation["without_engine_beside"]
+    assert ablation["errors"] != {str(r["concurrency"]): r["error"] for r in again["levels"]}
 
 
 def _over_budget_above(limit_per_s, monkeypatch):
