@@ -25,9 +25,9 @@ def snapshot(url: str) -> dict[str, Any]:
     return {entry["name"]: entry for entry in stats.get("model_stats", [])}
 
 
-def successes(stats: dict[str, Any], model: str) -> int:
-    """Successful requests ``model`` has counted in a :func:`snapshot`."""
-    entry = stats.get(model, {}).get("inference_stats", {}).get("success", {})
+def counted(stats: dict[str, Any], model: str, outcome: str = "success") -> int:
+    """Requests ``model`` counted in a :func:`snapshot` by ``outcome``: ``success`` or ``fail``."""
+    entry = stats.get(model, {}).get("inference_stats", {}).get(outcome, {})
     return int(entry.get("count", 0))
 
 
@@ -50,8 +50,8 @@ def settled(
     deadline = time.monotonic() + timeout_s
     while True:
         now = snapshot(url)
-        counted = {model: successes(now, model) - successes(before, model) for model in answered}
-        short = {model: n for model, n in counted.items() if n < answered[model]}
+        new = {model: counted(now, model) - counted(before, model) for model in answered}
+        short = {model: n for model, n in new.items() if n < answered[model]}
         if not short:
             return now
         if time.monotonic() > deadline:
@@ -87,8 +87,8 @@ def window(before: dict[str, Any], after: dict[str, Any]) -> dict[str, dict[str,
     for name, now in after.items():
         then = before.get(name, {})
         stats_now, stats_then = now.get("inference_stats", {}), then.get("inference_stats", {})
-        requests = successes(after, name) - successes(before, name)
-        failed = _count_ns(stats_now.get("fail", {}))[0] - _count_ns(stats_then.get("fail", {}))[0]
+        requests = counted(after, name) - counted(before, name)
+        failed = counted(after, name, "fail") - counted(before, name, "fail")
         executions = int(now.get("execution_count", 0)) - int(then.get("execution_count", 0))
         inferences = int(now.get("inference_count", 0)) - int(then.get("inference_count", 0))
         if requests <= 0 and failed <= 0:

@@ -63,7 +63,7 @@ def test_settled_snapshots_until_the_server_counts_every_answered_request(monkey
     late = iter([before, {"backbone_primary": _stats(11, 0, 7e6, 11, 11, {1: 11})}])
     monkeypatch.setattr(triton_stats, "snapshot", lambda url: next(late))
     after = triton_stats.settled("x", before, {"backbone_primary": 1})
-    assert triton_stats.successes(after, "backbone_primary") == 11
+    assert triton_stats.counted(after, "backbone_primary") == 11
 
 
 def test_settled_names_the_model_whose_requests_are_never_counted(monkeypatch):
